@@ -1,0 +1,55 @@
+# Two commands do everything on a fresh machine (Python 3.11 + pip):
+#   make run    create .venv, install, and run the DVC pipeline (dvc repro)
+#   make test   create .venv, install, and run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+# Touched after a successful install; newer than pyproject.toml means nothing to reinstall.
+INSTALLED := $(VENV)/.installed
+
+# Offline data mirror: $PIPELINE_DATA_MIRROR when set, else the team's ../shared/data beside
+# the checkout when it exists, else none (public URLs).
+SHARED_MIRROR := $(abspath ../shared/data)
+PIPELINE_DATA_MIRROR ?= $(if $(wildcard $(SHARED_MIRROR)/.),$(SHARED_MIRROR),)
+export PIPELINE_DATA_MIRROR
+# DVC stage commands call `python`: make it the project's.
+export PATH := $(BIN):$(PATH)
+PYTEST_ARGS ?=
+
+.PHONY: help install run test test-fast user-data clean
+
+help:
+	@echo "make run        install into $(VENV) and run the pipeline (dvc repro)"
+	@echo "make test       install into $(VENV) and run every test"
+	@echo "make test-fast  the tests not marked slow"
+	@echo "data mirror: $(or $(PIPELINE_DATA_MIRROR),none (public URLs))"
+
+$(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(INSTALLED)
+
+# data/ is tracked by data.dvc. A fresh clone without a DVC remote has no copy of it: when
+# data.dvc records the empty folder, recreate it and let DVC record it in its cache.
+user-data: install
+	@if [ ! -e data ]; then \
+	  if grep -q 'nfiles: 0' data.dvc; then mkdir data && $(BIN)/dvc commit --quiet --force data.dvc; \
+	  else echo "data/ is missing: run 'dvc pull data.dvc' to get your files from your DVC remote" >&2; exit 1; fi; \
+	fi
+
+run: install user-data
+	@echo "data mirror: $(or $(PIPELINE_DATA_MIRROR),none (public URLs))"
+	$(BIN)/dvc repro
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf datasets .pytest_cache

@@ -1,0 +1,1 @@
+"""Datasets: where raw files come from, how they are parsed and validated, how they are split."""
