@@ -1,0 +1,124 @@
+"""End to end: `dvc repro` of the data stages in a temporary git repo, on tiny datasets.
+
+The repo gets this project's dvc.yaml, conf/ and src/ (stage deps hash the source files);
+only the dataset lists in dvc.yaml's `vars` are swapped for tiny ones.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT, tiny_digits
+
+pytestmark = pytest.mark.slow
+
+DATASETS = {"image_datasets": ["tiny_digits"], "generated_datasets": ["line"],
+            "bundled_datasets": ["iris"], "csv_datasets": ["own"]}
+
+
+def _sh(repo: Path, *cmd: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def _ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def _edit_yaml(path: Path, edit) -> None:
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("e2e")
+    repo = root / "project"
+    repo.mkdir()
+    for item in ("conf", "src"):
+        shutil.copytree(REPO_ROOT / item, repo / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    dvc_yaml = (REPO_ROOT / "dvc.yaml").read_text()
+    # Swap the dataset lists (the first `vars` entry) for tiny ones; the stages stay as they are.
+    dvc_yaml = re.sub(r"vars:\n(  .*\n)+?\n", "vars:\n  - " + yaml.safe_dump(DATASETS, width=200).replace("\n", "\n    ").rstrip() + "\n\n",
+                      dvc_yaml, count=1)
+    (repo / "dvc.yaml").write_text(dvc_yaml)
+    assert yaml.safe_load(dvc_yaml)["vars"] == [DATASETS]
+
+    mirror = root / "mirror"
+    files = tiny_digits(mirror / "tiny")
+    (repo / "conf/data/tiny_digits.yaml").write_text(yaml.safe_dump({
+        "name": "tiny_digits", "task": "classification",
+        "source": {"_target_": "pipeline.data.sources.IdxImages", "folder": "tiny", "urls": [],
+                   "image_shape": [8, 8], "class_names": [str(i) for i in range(10)], "files": files},
+        "preprocess": {"val_size": 50, "seed": 0}}))
+    (repo / "conf/data/own.yaml").write_text(yaml.safe_dump({
+        "name": "own", "task": "regression",
+        "source": {"_target_": "pipeline.data.sources.CsvTable", "path": "data/own.csv", "target": "price"},
+        "preprocess": {"val_size": 0.2, "test_size": 0.2, "seed": 0, "missing": "fail"}}))
+    (repo / "data").mkdir()
+    rng = np.random.default_rng(0)
+    rows = "\n".join(f"{a:.3f},{b:.3f},{2 * a - b:.3f}" for a, b in rng.normal(size=(60, 2)))
+    (repo / "data/own.csv").write_text("area,age,price\n" + rows + "\n")
+
+    _sh(repo, "git", "init", "-q")
+    _sh(repo, "git", "config", "user.email", "t@example.com")
+    _sh(repo, "git", "config", "user.name", "test")
+    _sh(repo, "dvc", "init", "-q")
+    _sh(repo, "dvc", "config", "core.analytics", "false")
+    _sh(repo, "dvc", "add", "-q", "data")
+    _sh(repo, "git", "add", "-A")
+    _sh(repo, "git", "commit", "-qm", "init")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIPELINE_DATA_MIRROR", str(mirror))
+        yield repo
+
+
+def test_repro_runs_every_stage_then_nothing(repo):
+    first = _sh(repo, "dvc", "repro")
+    stages = {f"{kind}_{group}@{name}" for group, names in
+              (("images", ["tiny_digits"]), ("generated", ["line"]), ("bundled", ["iris"]), ("csv", ["own"]))
+              for name in names for kind in ("fetch", "preprocess")}
+    assert _ran(first) == stages
+    for name in ("tiny_digits", "line", "iris", "own"):
+        assert (repo / "datasets/processed" / name / "meta.json").is_file()
+    assert np.load(repo / "datasets/processed/tiny_digits/test_x.npy").shape == (50, 1, 8, 8)
+
+    second = _sh(repo, "dvc", "repro")
+    assert _ran(second) == set()
+    assert second.count("didn't change, skipping") == len(stages) + 1  # + data.dvc
+    assert "Data and pipelines are up to date." in _sh(repo, "dvc", "status")
+
+
+def test_dag_links_fetch_to_preprocess_per_dataset_and_data_dvc_to_own_csv(repo):
+    dot = _sh(repo, "dvc", "dag", "--dot")
+    edges = set(re.findall(r'"([^"]+)" -> "([^"]+)"', dot))
+    for group, name in (("images", "tiny_digits"), ("generated", "line"), ("bundled", "iris"), ("csv", "own")):
+        assert (f"fetch_{group}@{name}", f"preprocess_{group}@{name}") in edges
+    assert ("data.dvc", "fetch_csv@own") in edges
+
+
+def test_changing_one_dataset_reruns_only_its_stages(repo):
+    _sh(repo, "dvc", "repro")
+    _edit_yaml(repo / "conf/data/line.yaml", lambda d: d["preprocess"].update(seed=7))
+    assert _ran(_sh(repo, "dvc", "repro")) == {"preprocess_generated@line"}
+
+    _edit_yaml(repo / "conf/data/line.yaml", lambda d: d["source"]["generator"].update(n_samples=120))
+    assert _ran(_sh(repo, "dvc", "repro")) == {"fetch_generated@line", "preprocess_generated@line"}
+    assert sum(len(np.load(repo / f"datasets/processed/line/{s}_y.npy")) for s in ("train", "val", "test")) == 120
+
+    with open(repo / "data/own.csv", "a") as fh:
+        fh.write("1.0,2.0,0.0\n")
+    _sh(repo, "dvc", "add", "-q", "data")
+    assert _ran(_sh(repo, "dvc", "repro")) == {"fetch_csv@own", "preprocess_csv@own"}
