@@ -33,13 +33,13 @@ def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def tiny_digits(folder: Path, n_train: int = 200, n_test: int = 50, seed: int = 0) -> dict[str, dict[str, str]]:
-    """Write an MNIST-like dataset (8x8 images, 10 classes) as IDX files; return a `files:` config block."""
+def tiny_digits(folder: Path, n_train: int = 200, n_test: int = 50, seed: int = 0, size: int = 8) -> dict[str, dict[str, str]]:
+    """Write an MNIST-like dataset (size x size images, 10 classes) as IDX files; return a `files:` config block."""
     rng = np.random.default_rng(seed)
     files = {}
     for split, n in (("train", n_train), ("t10k", n_test)):
         labels = np.arange(n, dtype=np.uint8) % 10
-        images = rng.integers(0, 256, size=(n, 8, 8), dtype=np.uint8)
+        images = rng.integers(0, 256, size=(n, size, size), dtype=np.uint8)
         role = "train" if split == "train" else "test"
         for kind, array in (("images", images), ("labels", labels)):
             name = f"{split}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"

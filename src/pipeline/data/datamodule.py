@@ -1,0 +1,114 @@
+"""Serve a preprocessed dataset from memory: whole-batch tensor indexing, no per-sample Python work.
+
+The arrays are read once in ``setup``; a batch is one fancy-indexing of the stored
+tensors (``x[indices]``), and images stay uint8 until they reach the training device,
+where ``on_after_batch_transfer`` scales and normalises the whole batch at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+
+from pipeline.data.errors import DataConfigError
+from pipeline.data.processed import SPLITS, load_split, read_meta
+
+
+class ArrayDataModule(L.LightningDataModule):
+    """Batches of a ``datasets/processed/<name>`` folder.
+
+    ``classes`` keeps only those class indices (e.g. ``[8]`` for a one-digit GAN, or
+    ``[0, 1, 2, 3, 4]`` for the first half of a transfer-learning lesson); with
+    ``relabel=True`` they are renumbered 0..k-1 so a k-way head can learn them.
+    """
+
+    def __init__(self, processed_dir: str, batch_size: int = 128, eval_batch_size: int | None = None,
+                 normalize: bool = True, classes: Sequence[int] | None = None, relabel: bool = False,
+                 num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__()
+        self.processed_dir = Path(processed_dir)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.normalize = normalize
+        self.classes = list(classes) if classes is not None else None
+        self.relabel = relabel
+        self.num_workers = num_workers
+        self.seed = seed
+        self.meta: dict[str, Any] = read_meta(self.processed_dir)
+        self.splits: dict[str, TensorDataset] = {}
+        norm = self.meta["normalization"]
+        shape = (1, -1) + (1,) * (len(self.input_shape) - 1)  # per channel for images, per feature for tables
+        self._mean = torch.tensor(norm["mean"], dtype=torch.float32).reshape(shape)
+        self._std = torch.tensor(norm["std"], dtype=torch.float32).reshape(shape)
+
+    # What the model needs to know about the data, read from meta.json before any array is loaded.
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.meta["input_shape"])
+
+    @property
+    def task(self) -> str:
+        return self.meta["task"]
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.meta.get("class_names", [])
+        if self.classes is not None and self.relabel:
+            return [names[c] for c in self.classes]
+        return names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in SPLITS:
+            if split in self.splits:
+                continue
+            x, y = load_split(self.processed_dir, split)
+            if self.classes is not None:
+                unknown = sorted(set(self.classes) - set(range(len(self.meta.get("class_names", [])))))
+                if unknown:
+                    raise DataConfigError(f"data.datamodule.classes: {unknown} are not class indices of {self.meta['name']}")
+                keep = np.isin(y, self.classes)
+                x, y = x[keep], y[keep]
+                if self.relabel:
+                    y = np.searchsorted(np.array(sorted(self.classes)), y)
+            self.splits[split] = TensorDataset(torch.from_numpy(np.ascontiguousarray(x)),
+                                               torch.from_numpy(np.ascontiguousarray(y)))
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.splits[split]
+        if shuffle:
+            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
+        else:
+            sampler = SequentialSampler(dataset)
+        batches = BatchSampler(sampler, self.batch_size if shuffle else self.eval_batch_size, drop_last=False)
+        # batch_size=None: the dataset is indexed with a whole list of indices at once.
+        return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if not isinstance(batch, list | tuple):  # e.g. the model summary's example input: already a float batch
+            return batch
+        x, y = batch
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        if self.normalize:
+            x = (x - self._mean.to(x.device)) / self._std.to(x.device)
+        return x, y

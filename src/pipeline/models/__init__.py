@@ -1,0 +1,1 @@
+"""One LightningModule per model family, with plain ``nn.Module`` builders beside them."""

@@ -1,0 +1,66 @@
+"""Classification: logistic regression, MLPs and CNNs; binary (one logit, BCE) or multi-class (softmax, CE)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy, BinaryAUROC, BinaryF1Score, MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score,
+)
+
+from pipeline.models.base import ModelConfigError, SupervisedModule
+
+
+class ClassificationModule(SupervisedModule):
+    """Two classes get one logit with binary cross-entropy (and AUROC); more get softmax cross-entropy."""
+
+    task = "classification"
+
+    def __init__(self, num_classes: int, **kwargs: Any) -> None:
+        if num_classes < 2:
+            raise ModelConfigError(f"classification needs at least 2 classes, the dataset has {num_classes}")
+        super().__init__(num_outputs=1 if num_classes == 2 else num_classes, **kwargs)
+        self.binary = num_classes == 2
+        self.num_classes = num_classes
+        if self.binary:
+            self.loss_fn: nn.Module = nn.BCEWithLogitsLoss()
+            metrics = MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()})
+        else:
+            self.loss_fn = nn.CrossEntropyLoss()
+            metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro"),
+                                        "f1": MulticlassF1Score(num_classes, average="macro")})
+        # One collection per stage, so train, val and test accumulate separately.
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        # Test-time detail: per-class accuracy and the confusion matrix (figures come from callbacks).
+        self.test_confusion = MulticlassConfusionMatrix(max(num_classes, 2))
+
+    def model_step(self, batch: Any, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        if self.binary:
+            logits = logits.squeeze(1)
+            loss = self.loss_fn(logits, y.float())
+            scores, predicted = torch.sigmoid(logits), (logits > 0).long()
+        else:
+            loss = self.loss_fn(logits, y)
+            scores, predicted = logits, logits.argmax(dim=1)
+        stage_metrics = getattr(self, f"{stage}_metrics")
+        stage_metrics.update(scores.detach(), y)
+        if stage == "test":
+            self.test_confusion.update(predicted, y)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log_dict(stage_metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(y))
+        return loss
+
+    def on_test_epoch_end(self) -> None:
+        confusion = self.test_confusion.compute()
+        per_class = confusion.diag() / confusion.sum(dim=1).clamp(min=1)
+        for index, accuracy in enumerate(per_class.tolist()):
+            self.log(f"test/acc_class_{index}", accuracy)
+        self.confusion_matrix = confusion.cpu()
+        self.test_confusion.reset()

@@ -1,0 +1,101 @@
+"""Plain ``nn.Module`` builders. Each takes the dataset's ``input_shape`` and ``num_outputs``
+(filled in by the LightningModule from the datamodule), so a config names only what a
+user chooses: layer sizes, activations, degree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
+                                           "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation {name!r} is not one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def _flat_size(input_shape: Sequence[int]) -> int:
+    size = 1
+    for d in input_shape:
+        size *= int(d)
+    return size
+
+
+def mlp(input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int] = (100,),
+        activation: str = "relu", dropout: float = 0.0) -> nn.Sequential:
+    """Flatten → (Linear → activation [→ dropout]) per hidden size → Linear. ``hidden=[]`` is a linear model."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = _flat_size(input_shape)
+    for size in hidden:
+        layers += [nn.Linear(width, size), _activation(activation)]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        width = size
+    layers.append(nn.Linear(width, num_outputs))
+    return nn.Sequential(*layers)
+
+
+def linear(input_shape: Sequence[int], num_outputs: int) -> nn.Sequential:
+    """A single affine layer: linear regression, or logistic/softmax regression with the matching loss."""
+    return mlp(input_shape, num_outputs, hidden=())
+
+
+class PolynomialFeatures(nn.Module):
+    """Maps each feature x to x, x², …, x^degree (no cross terms), so a linear layer fits a polynomial."""
+
+    def __init__(self, degree: int) -> None:
+        super().__init__()
+        if degree < 1:
+            raise ValueError(f"degree must be at least 1, got {degree}")
+        self.degree = degree
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        return torch.cat([x**k for k in range(1, self.degree + 1)], dim=1)
+
+
+def polynomial(input_shape: Sequence[int], num_outputs: int, degree: int = 3) -> nn.Sequential:
+    return nn.Sequential(PolynomialFeatures(degree), nn.Linear(_flat_size(input_shape) * degree, num_outputs))
+
+
+def tiny_cnn(input_shape: Sequence[int], num_outputs: int) -> nn.Sequential:
+    """The course's 4-conv network: Conv(5)→Conv(10)→Conv(10)→Conv(1), 3×3 valid, → Dense. 5,521 parameters on MNIST."""
+    channels, height, width = input_shape
+    convs: list[nn.Module] = []
+    for c_in, c_out in ((channels, 5), (5, 10), (10, 10), (10, 1)):
+        convs += [nn.Conv2d(c_in, c_out, kernel_size=3), nn.ReLU()]
+    return nn.Sequential(*convs, nn.Flatten(), nn.Linear((height - 8) * (width - 8), num_outputs))
+
+
+def lenet(input_shape: Sequence[int], num_outputs: int) -> nn.Sequential:
+    """LeNet-5 style: two conv + max-pool blocks, then 120 → 84 → outputs."""
+    channels, height, width = input_shape
+    return nn.Sequential(
+        nn.Conv2d(channels, 6, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * ((height // 2 - 4) // 2) * ((width // 2 - 4) // 2), 120), nn.ReLU(),
+        nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(84, num_outputs),
+    )
+
+
+def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+def strong_cnn(input_shape: Sequence[int], num_outputs: int, width: int = 32, dropout: float = 0.25) -> nn.Sequential:
+    """A compact VGG-style net (conv-BN-ReLU pairs, max-pool) for accuracy: two blocks, then a global-pooled head."""
+    channels = input_shape[0]
+    return nn.Sequential(
+        *_conv_block(channels, width), *_conv_block(width, width), nn.MaxPool2d(2),
+        *_conv_block(width, 2 * width), *_conv_block(2 * width, 2 * width), nn.MaxPool2d(2),
+        *_conv_block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Dropout(dropout), nn.Linear(4 * width, num_outputs),
+    )
