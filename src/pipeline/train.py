@@ -16,9 +16,10 @@ import hydra
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline.atomic import save_json
+from pipeline.checkpoints import RecordPipelineConfig, check_family, data_record, model_family
 from pipeline.data.datamodule import ArrayDataModule
 from pipeline.models.base import ModelConfigError
 from pipeline.stage import CONFIG_PATH
@@ -30,7 +31,7 @@ def build_model(cfg: DictConfig, datamodule: ArrayDataModule) -> L.LightningModu
     """The model of ``cfg.model``, sized for the data and given the configured optimizer and scheduler."""
     model_class = get_class(cfg.model._target_)
     family_task = getattr(model_class, "task", None)
-    if family_task is not None and family_task != datamodule.task:
+    if family_task and family_task != datamodule.task:
         raise ModelConfigError(
             f"model {model_class.__name__} is for {family_task} but data={cfg.data.name} is a {datamodule.task} dataset")
     shape_args: dict[str, Any] = {"input_shape": datamodule.input_shape}
@@ -58,7 +59,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("Instantiating model <%s>", cfg.model._target_)
     model = build_model(cfg, datamodule)
 
+    if cfg.get("ckpt_path"):  # resuming: refuse another family's checkpoint before any work
+        check_family(cfg.ckpt_path, model_family(cfg.model._target_))
+
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    callbacks.append(RecordPipelineConfig(OmegaConf.to_container(cfg.model, resolve=True), data_record(datamodule)))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
 
     log.info("Instantiating trainer <%s>", cfg.trainer._target_)

@@ -22,8 +22,13 @@ class SupervisedModule(L.LightningModule):
     hold only tensors and plain values and load with ``torch.load(weights_only=True)``.
     """
 
+    # The kind of dataset the family trains on (checked against the data before training)
+    # and the family's name (recorded in checkpoints; see pipeline.checkpoints).
+    task: str = ""
+    family: str = ""
+
     def __init__(self, net: Callable[..., nn.Module], input_shape: Sequence[int], num_outputs: int,
-                 optimizer: Callable[..., torch.optim.Optimizer],
+                 optimizer: Callable[..., torch.optim.Optimizer] | None,
                  scheduler: Callable[..., Any] | None = None, scheduler_monitor: str = "val/loss",
                  expected_input_shape: Sequence[int] | None = None) -> None:
         super().__init__()
@@ -69,6 +74,8 @@ class SupervisedModule(L.LightningModule):
         self.model_step(batch, "test")
 
     def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise ModelConfigError("this model was rebuilt for inference (optimizer=None) and cannot be trained")
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer

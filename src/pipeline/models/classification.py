@@ -18,6 +18,7 @@ class ClassificationModule(SupervisedModule):
     """Two classes get one logit with binary cross-entropy (and AUROC); more get softmax cross-entropy."""
 
     task = "classification"
+    family = "classification"
 
     def __init__(self, num_classes: int, **kwargs: Any) -> None:
         if num_classes < 2:

@@ -15,6 +15,7 @@ LOSSES = {"mse": nn.MSELoss, "mae": nn.L1Loss, "huber": nn.HuberLoss}
 
 class RegressionModule(SupervisedModule):
     task = "regression"
+    family = "regression"
 
     def __init__(self, loss: str = "mse", **kwargs: Any) -> None:
         if loss not in LOSSES:

@@ -1,0 +1,94 @@
+"""Checkpoints that describe themselves: which family, model config and dataset produced them.
+
+Every checkpoint written by ``pipeline.train`` carries a ``"pipeline"`` entry of plain
+values (the composed ``model`` config, the dataset's shape, classes and normalisation),
+so a checkpoint alone rebuilds its model (``load_module``) and a checkpoint of the wrong
+family is refused with a clear message instead of a wall of missing state-dict keys.
+Everything stays loadable with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import Callback
+
+from pipeline.models.base import ModelConfigError
+
+KEY = "pipeline"
+
+
+def model_family(target: str) -> str:
+    """The family (``regression``, ``classification``, ``gan``) of a model class named by its ``_target_``."""
+    return getattr(get_class(target), "family", target)
+
+
+def data_record(datamodule: Any) -> dict[str, Any]:
+    """What a model needs to know about its dataset to be rebuilt and fed the same inputs."""
+    return {"name": datamodule.meta["name"], "task": datamodule.task, "input_shape": list(datamodule.input_shape),
+            "class_names": list(datamodule.class_names), "normalize": bool(datamodule.normalize),
+            "normalization": datamodule.meta["normalization"]}
+
+
+class RecordPipelineConfig(Callback):
+    """Adds the ``pipeline`` entry (family, model config, data record) to every checkpoint it saves."""
+
+    def __init__(self, model_config: dict[str, Any], data: dict[str, Any]) -> None:
+        self.record = {"family": model_family(model_config["_target_"]), "model": model_config, "data": data}
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint[KEY] = self.record
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents (weights-only load); a clear error for a missing file or a foreign checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelConfigError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
+        raise ModelConfigError(f"checkpoint {path} cannot be read as a weights-only torch checkpoint: {exc}") from None
+    if not isinstance(checkpoint, dict) or KEY not in checkpoint or "state_dict" not in checkpoint:
+        raise ModelConfigError(
+            f"checkpoint {path} was not written by pipeline.train (it has no '{KEY}' record of its model config)")
+    return checkpoint
+
+
+def check_family(path: str | Path, expected: str, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Refuse a checkpoint of another model family, naming both; returns the checkpoint."""
+    checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
+    record = checkpoint[KEY]
+    if record["family"] != expected:
+        raise ModelConfigError(
+            f"checkpoint {path} holds a {record['family']} model ({record['model']['_target_']}, trained on "
+            f"data={record['data']['name']}), but a {expected} model was asked for")
+    return checkpoint
+
+
+def load_module(path: str | Path, family: str | None = None) -> tuple[L.LightningModule, dict[str, Any]]:
+    """Rebuild the model a checkpoint was trained as, with its weights, in eval mode on the CPU.
+
+    Returns the module and the checkpoint's ``pipeline`` record (its dataset's shape,
+    classes and normalisation, which a caller needs to feed it inputs).
+    """
+    checkpoint = read_checkpoint(path)
+    if family is not None:
+        check_family(path, family, checkpoint)
+    record = checkpoint[KEY]
+    data = record["data"]
+    shape_args: dict[str, Any] = {"input_shape": data["input_shape"]}
+    if data["task"] == "classification":
+        shape_args["num_classes"] = len(data["class_names"])
+    try:
+        module = instantiate(record["model"], optimizer=None, scheduler=None, _convert_="all", **shape_args)
+    except InstantiationException as exc:
+        raise ModelConfigError(f"checkpoint {path}: its model config no longer builds: {exc}") from None
+    module.load_state_dict(checkpoint["state_dict"])
+    return module.eval(), record
