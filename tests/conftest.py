@@ -33,13 +33,21 @@ def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def tiny_digits(folder: Path, n_train: int = 200, n_test: int = 50, seed: int = 0, size: int = 8) -> dict[str, dict[str, str]]:
-    """Write an MNIST-like dataset (size x size images, 10 classes) as IDX files; return a `files:` config block."""
+def tiny_digits(folder: Path, n_train: int = 200, n_test: int = 50, seed: int = 0, size: int = 8,
+                learnable: bool = False) -> dict[str, dict[str, str]]:
+    """Write an MNIST-like dataset (size x size images, 10 classes) as IDX files; return a `files:` config block.
+
+    Pixels are noise; with ``learnable`` each class also has its own bright row band, so a model can learn it.
+    """
     rng = np.random.default_rng(seed)
     files = {}
     for split, n in (("train", n_train), ("t10k", n_test)):
         labels = np.arange(n, dtype=np.uint8) % 10
         images = rng.integers(0, 256, size=(n, size, size), dtype=np.uint8)
+        if learnable:
+            images //= 3
+            rows = (labels.astype(int) * size) // 10
+            images[np.arange(n), rows, :] = 255
         role = "train" if split == "train" else "test"
         for kind, array in (("images", images), ("labels", labels)):
             name = f"{split}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"

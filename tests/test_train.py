@@ -30,11 +30,12 @@ def processed(tmp_path_factory) -> Path:
         source = GeneratedTable(lambda rng, g=generator: g(rng, n_samples=200), seed=0)
         source.fetch(root / "raw" / name)
         preprocess_dataset(source, name, task, root / "raw" / name, root / "processed" / name, SPLIT)
-    files = tiny_digits(root / "mirror" / "tiny", n_train=120, n_test=40, size=16)
+    files = tiny_digits(root / "mirror" / "tiny", n_train=120, n_test=40, size=16, learnable=True)
     images = IdxImages(folder="tiny", files=files, class_names=[str(i) for i in range(10)], image_shape=(16, 16))
-    images.fetch(root / "raw" / "mnist", mirror=str(root / "mirror"))
-    preprocess_dataset(images, "mnist", "classification", root / "raw" / "mnist", root / "processed" / "mnist",
-                       {"val_size": 20, "seed": 0})
+    for name in ("mnist", "fashion_mnist"):  # the same tiny digits stand in for both image datasets
+        images.fetch(root / "raw" / name, mirror=str(root / "mirror"))
+        preprocess_dataset(images, name, "classification", root / "raw" / name, root / "processed" / name,
+                           {"val_size": 20, "seed": 0})
     return root / "processed"
 
 

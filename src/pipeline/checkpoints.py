@@ -28,9 +28,11 @@ def model_family(target: str) -> str:
     return getattr(get_class(target), "family", target)
 
 
-def data_record(datamodule: Any) -> dict[str, Any]:
-    """What a model needs to know about its dataset to be rebuilt and fed the same inputs."""
-    return {"name": datamodule.meta["name"], "task": datamodule.task, "input_shape": list(datamodule.input_shape),
+def data_record(datamodule: Any, datamodule_config: dict[str, Any]) -> dict[str, Any]:
+    """What a model needs to know about its dataset to be rebuilt and fed the same inputs,
+    and the datamodule config that served it (``pipeline.evaluate`` tests on it by default)."""
+    return {"datamodule": datamodule_config, "name": datamodule.meta["name"], "task": datamodule.task,
+            "input_shape": list(datamodule.input_shape),
             "class_names": list(datamodule.class_names), "normalize": bool(datamodule.normalize),
             "normalization": datamodule.meta["normalization"]}
 
@@ -72,23 +74,41 @@ def check_family(path: str | Path, expected: str, checkpoint: dict[str, Any] | N
     return checkpoint
 
 
-def load_module(path: str | Path, family: str | None = None) -> tuple[L.LightningModule, dict[str, Any]]:
+def load_module(path: str | Path, family: str | None = None,
+                model_config: dict[str, Any] | None = None) -> tuple[L.LightningModule, dict[str, Any]]:
     """Rebuild the model a checkpoint was trained as, with its weights, in eval mode on the CPU.
 
-    Returns the module and the checkpoint's ``pipeline`` record (its dataset's shape,
-    classes and normalisation, which a caller needs to feed it inputs).
+    ``model_config`` builds that config instead of the recorded one (its family must match);
+    ``family`` only checks. Returns the module and the checkpoint's ``pipeline`` record (its
+    dataset's shape, classes and normalisation, which a caller needs to feed it inputs).
     """
     checkpoint = read_checkpoint(path)
+    record = checkpoint[KEY]
+    if model_config is not None:
+        family = model_family(model_config["_target_"])
     if family is not None:
         check_family(path, family, checkpoint)
-    record = checkpoint[KEY]
     data = record["data"]
     shape_args: dict[str, Any] = {"input_shape": data["input_shape"]}
     if data["task"] == "classification":
         shape_args["num_classes"] = len(data["class_names"])
     try:
-        module = instantiate(record["model"], optimizer=None, scheduler=None, _convert_="all", **shape_args)
+        module = instantiate(model_config or record["model"], optimizer=None, scheduler=None, _convert_="all",
+                             **shape_args)
     except InstantiationException as exc:
-        raise ModelConfigError(f"checkpoint {path}: its model config no longer builds: {exc}") from None
-    module.load_state_dict(checkpoint["state_dict"])
+        if isinstance(exc.__cause__, ModelConfigError):
+            raise exc.__cause__ from None
+        raise ModelConfigError(f"checkpoint {path}: its model config does not build: {exc}") from None
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:
+        raise ModelConfigError(
+            f"checkpoint {path} ({record['model']['_target_']} trained on data={data['name']}) does not fit "
+            f"the model config: {str(exc).splitlines()[0]} {_summarise_key_errors(exc)}") from None
     return module.eval(), record
+
+
+def _summarise_key_errors(exc: RuntimeError) -> str:
+    """The first lines of PyTorch's state-dict mismatch report, which can run to hundreds of keys."""
+    lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    return " ".join(lines[:3])[:600]

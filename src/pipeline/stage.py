@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -13,9 +14,11 @@ from omegaconf import DictConfig
 
 from pipeline.data.errors import DataConfigError, DataError
 from pipeline.data.sources import Source
+from pipeline.errors import PipelineError
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
 
 
 def project_config_dir() -> str:
@@ -46,10 +49,21 @@ def build_source(cfg: DictConfig) -> Source:
     return source
 
 
-def run_reporting_user_errors(task: Callable[[], object]) -> None:
-    """Run a stage; a DataError ends it with its message and exit code 1 instead of a traceback."""
+def instantiate_reporting_user_errors(config: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, re-raising a user error (PipelineError) of the built class as itself,
+    not wrapped in Hydra's InstantiationException, so its message reaches the user unchanged."""
     try:
-        task()
-    except DataError as exc:
+        return instantiate(config, **kwargs)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, PipelineError):
+            raise exc.__cause__ from None
+        raise
+
+
+def run_reporting_user_errors(task: Callable[[], T]) -> T:
+    """Run a stage; a user error (PipelineError) ends it with its message and exit code 1, not a traceback."""
+    try:
+        return task()
+    except PipelineError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         sys.exit(1)

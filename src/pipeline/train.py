@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
-from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.atomic import save_json
+from pipeline.atomic import atomic_path, save_json
 from pipeline.checkpoints import RecordPipelineConfig, check_family, data_record, model_family
+from pipeline.reports import EpochHistory, fitted_affine
 from pipeline.data.datamodule import ArrayDataModule
 from pipeline.models.base import ModelConfigError
-from pipeline.stage import CONFIG_PATH
+from pipeline.stage import CONFIG_PATH, instantiate_reporting_user_errors, run_reporting_user_errors
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,8 @@ def build_model(cfg: DictConfig, datamodule: ArrayDataModule) -> L.LightningModu
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     # _convert_="all": plain lists and dicts, so the saved hyperparameters hold no OmegaConf objects
     # and checkpoints load with torch.load(weights_only=True).
-    try:
-        return instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler, _convert_="all",
-                           **shape_args)
-    except InstantiationException as exc:
-        if isinstance(exc.__cause__, ModelConfigError):
-            raise exc.__cause__ from None
-        raise
+    return instantiate_reporting_user_errors(cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler,
+                                             _convert_="all", **shape_args)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -54,7 +50,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
 
     log.info("Instantiating datamodule <%s>", cfg.data.datamodule._target_)
-    datamodule: ArrayDataModule = instantiate(cfg.data.datamodule)
+    datamodule: ArrayDataModule = instantiate_reporting_user_errors(cfg.data.datamodule)
 
     log.info("Instantiating model <%s>", cfg.model._target_)
     model = build_model(cfg, datamodule)
@@ -63,7 +59,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         check_family(cfg.ckpt_path, model_family(cfg.model._target_))
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    callbacks.append(RecordPipelineConfig(OmegaConf.to_container(cfg.model, resolve=True), data_record(datamodule)))
+    data = data_record(datamodule, OmegaConf.to_container(cfg.data.datamodule, resolve=True))
+    callbacks.append(RecordPipelineConfig(OmegaConf.to_container(cfg.model, resolve=True), data))
+    if cfg.get("history_file"):
+        callbacks.append(EpochHistory(cfg.history_file))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
 
     log.info("Instantiating trainer <%s>", cfg.trainer._target_)
@@ -72,22 +71,39 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    if cfg.get("model_file"):
+        export_checkpoint(trainer, best, cfg.model_file)
+
     if cfg.get("test"):
-        checkpoint = trainer.checkpoint_callback
-        best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
         if best is None:
             log.warning("no best checkpoint (fast_dev_run or no checkpoint callback): testing the current weights")
         trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
 
+    if model.family == "regression":  # a linear model's fitted w and b (of the tested weights), in data units
+        normalization = datamodule.meta["normalization"] if datamodule.normalize else None
+        metrics.update(fitted_affine(model.net, normalization) or {})
+
     if cfg.get("metrics_file"):
-        save_json(cfg.metrics_file, {k: v for k, v in sorted(metrics.items()) if k.startswith("test/")})
+        save_json(cfg.metrics_file, {k: v for k, v in sorted(metrics.items()) if k.startswith(("test/", "fit/"))})
     return metrics
+
+
+def export_checkpoint(trainer: L.Trainer, best: str | None, dest: str) -> None:
+    """The best checkpoint (or, without one, the final weights) at a fixed path: the DVC stage's output."""
+    with atomic_path(dest) as tmp:
+        if best is not None:
+            shutil.copyfile(best, tmp)
+        else:
+            trainer.save_checkpoint(tmp, weights_only=False)
+    log.info("model checkpoint: %s (from %s)", dest, best or "the final weights")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    metrics = run_reporting_user_errors(lambda: train(cfg))
     optimized = cfg.get("optimized_metric")
     log.info("metrics: %s", json.dumps({k: round(v, 5) for k, v in sorted(metrics.items())}))
     return metrics.get(optimized) if optimized else None

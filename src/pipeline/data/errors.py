@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pipeline.errors import PipelineError
 
-class DataError(Exception):
+
+class DataError(PipelineError):
     """Base class for every data problem the user can fix (bad source, bad file, bad config)."""
 
 

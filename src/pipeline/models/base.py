@@ -9,8 +9,10 @@ import lightning as L
 import torch
 from torch import nn
 
+from pipeline.errors import PipelineError
 
-class ModelConfigError(ValueError):
+
+class ModelConfigError(PipelineError, ValueError):
     """The model config does not fit the data (shapes, classes) or the checkpoint."""
 
 

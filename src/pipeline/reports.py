@@ -1,0 +1,93 @@
+"""Files DVC reads after training and evaluation: per-epoch history, confusion pairs, fitted lines.
+
+They are small, plain CSV/JSON, written atomically, so ``dvc metrics show`` and
+``dvc plots show`` work without MLflow and an interrupted run leaves no torn file.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+
+from pipeline.atomic import atomic_open
+
+
+def write_csv(dest: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    with atomic_open(dest, "w") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+class EpochHistory(Callback):
+    """One CSV row per epoch of the epoch-level metrics (train/…, val/…, learning rate): the loss curves.
+
+    Written after every epoch, so a long run's curve can be plotted while it trains
+    (``dvc plots show``); Lightning's CSVLogger mixes step and epoch rows in one table.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
+        for name, value in trainer.callback_metrics.items():
+            if name.startswith(("train/", "val/", "lr-")) and value.numel() == 1:
+                row[name] = float(value)
+        self.rows.append(row)
+        columns = ["epoch", "step", *sorted({k for r in self.rows for k in r} - {"epoch", "step"})]
+        write_csv(self.path, columns,
+                  ([_plain(r.get(c)) for c in columns] for r in self.rows))
+
+    def state_dict(self) -> dict[str, Any]:  # resuming from last.ckpt keeps the earlier epochs' rows
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
+
+
+def _plain(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return ""
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def write_confusion_pairs(dest: str | Path, confusion: torch.Tensor, class_names: Sequence[str]) -> None:
+    """One ``actual,predicted`` row per test example: the table DVC's ``confusion`` plot template counts."""
+    counts = confusion.to(torch.int64).tolist()
+    rows = ((class_names[i], class_names[j]) for i, row in enumerate(counts) for j, n in enumerate(row)
+            for _ in range(n))
+    write_csv(dest, ["actual", "predicted"], rows)
+
+
+def fitted_affine(net: nn.Module, normalization: Mapping[str, Sequence[float]] | None) -> dict[str, float] | None:
+    """``w`` and ``b`` of a purely affine regression net, in the data's raw units; None for other nets.
+
+    Training sees standardised features ``(x - mean) / std``; a layer ``w'·x_std + b'`` is
+    ``(w'/std)·x + (b' - Σ w'·mean/std)`` on raw inputs, which is what a student compares with
+    the line the data was drawn from.
+    """
+    layers = [m for m in net.modules() if len(list(m.children())) == 0 and not isinstance(m, nn.Flatten)]
+    if len(layers) != 1 or not isinstance(layers[0], nn.Linear) or layers[0].out_features != 1:
+        return None
+    weight = layers[0].weight.detach().double()[0]
+    bias = float(layers[0].bias.detach().double()[0]) if layers[0].bias is not None else 0.0
+    if normalization is not None:
+        mean = torch.tensor(normalization["mean"], dtype=torch.float64).flatten()
+        std = torch.tensor(normalization["std"], dtype=torch.float64).flatten()
+        bias -= float((weight * mean / std).sum())
+        weight = weight / std
+    if weight.numel() == 1:
+        return {"fit/w": float(weight[0]), "fit/b": bias}
+    return {**{f"fit/w_{i}": float(w) for i, w in enumerate(weight)}, "fit/b": bias}

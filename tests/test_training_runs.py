@@ -1,0 +1,129 @@
+"""How runs behave: they learn, repeat bit for bit, resume, run on two processes, sweep, and use a GPU if any."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from pipeline.train import build_model, train
+from tests.conftest import REPO_ROOT
+from tests.test_train import make_cfg, processed  # noqa: F401 - the fixture is shared
+
+
+def history(path: Path) -> list[dict[str, str]]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def initial_val_loss(cfg) -> float:
+    """Validation loss of the freshly initialised model (seeded exactly as train() seeds it)."""
+    import lightning as L
+
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data.datamodule)
+    model = build_model(cfg, datamodule)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    return trainer.validate(model, datamodule=datamodule, verbose=False)[0]["val/loss"]
+
+
+@pytest.mark.parametrize(("data", "model", "epochs"), [
+    ("line", "linear_regression", 10), ("line", "polynomial_regression", 10), ("blobs", "logistic_regression", 10),
+    ("mnist", "tiny_cnn", 5), ("mnist", "lenet", 5),
+])
+def test_a_short_run_improves_on_the_initial_model(processed, tmp_path, data, model, epochs):
+    cfg = make_cfg(processed, tmp_path, f"data={data}", f"model={model}", f"trainer.max_epochs={epochs}",
+                   "optimizer.lr=0.01", "data.datamodule.batch_size=16")
+    before = initial_val_loss(cfg)
+    metrics = train(cfg)
+    assert metrics["val/loss"] < 0.9 * before
+
+
+def test_cpu_runs_repeat_bit_for_bit(processed, tmp_path):
+    def weights(run: str, seed: int) -> dict[str, torch.Tensor]:
+        cfg = make_cfg(processed, tmp_path / run, "data=mnist", "model=lenet", "trainer.max_epochs=2", f"seed={seed}")
+        train(cfg)
+        return torch.load(tmp_path / run / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+    first, second, other_seed = weights("a", 7), weights("b", 7), weights("c", 8)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], other_seed[k]) for k in first)
+
+
+def test_resuming_from_last_ckpt_continues_at_the_next_epoch(processed, tmp_path):
+    cfg = make_cfg(processed, tmp_path, "data=spirals", "trainer.max_epochs=2")
+    train(cfg)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    resumed = make_cfg(processed, tmp_path, "data=spirals", "trainer.max_epochs=5", f"ckpt_path={last}")
+    train(resumed)
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["epoch"] == 4
+    # The history keeps the first run's epochs and adds only the new ones.
+    assert [row["epoch"] for row in history(tmp_path / "run" / "history.csv")] == ["0", "1", "2", "3", "4"]
+
+
+def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, "-m", "pipeline.train", *overrides, f"paths.log_dir={tmp_path}",
+                           "callbacks.progress_bar.refresh_rate=0"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_ddp_sim_trains_on_two_cpu_processes(processed, tmp_path):
+    result = run_train(tmp_path, f"paths.processed_dir={processed}", "data=spirals", "trainer=ddp_sim",
+                       "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "distributed_backend=gloo" in log and "All distributed processes registered" in log
+    assert "GLOBAL_RANK: 1" in log or "world_size=2" in log.replace(" ", "") or "MEMBER: 2/2" in log
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_multirun_sweeps_each_combination(processed, tmp_path):
+    result = run_train(tmp_path, "-m", f"paths.processed_dir={processed}", "data=spirals", "debug=fast_dev_run",
+                       "optimizer=adam,sgd", "optimizer.lr=0.01,0.1", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
+    assert jobs == ["0", "1", "2", "3"]
+    overrides = {(tmp_path / "sweep" / j / ".hydra" / "overrides.yaml").read_text() for j in jobs}
+    assert len(overrides) == 4
+
+
+def test_an_unknown_config_option_fails_at_composition(processed, tmp_path):
+    result = run_train(tmp_path, "optimizer=nesterov_typo")
+    assert result.returncode != 0
+    assert "Could not find 'optimizer/nesterov_typo'" in result.stderr
+    result = run_train(tmp_path, "trainer.max_epochz=3")
+    assert result.returncode != 0 and "Could not override 'trainer.max_epochz'" in result.stderr
+
+
+def test_a_user_error_exits_1_without_a_traceback(processed, tmp_path):
+    result = run_train(tmp_path, f"paths.processed_dir={processed}", "data=line", "model=lenet",
+                       f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 1
+    output = result.stdout + result.stderr  # Hydra's job logging writes to stdout
+    assert "ClassificationModule is for classification but data=line is a regression" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["32", "bf16-mixed", "16-mixed"])
+def test_gpu_training(processed, tmp_path, precision):
+    cfg = make_cfg(processed, tmp_path, "data=mnist", "model=lenet", "trainer=gpu", f"trainer.precision={precision}",
+                   "debug=fast_dev_run")
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["test/loss"]))
+
+
+@pytest.mark.skipif(not (torch.backends.mps.is_available()), reason="needs an Apple-silicon GPU (MPS)")
+def test_mps_training(processed, tmp_path):
+    cfg = make_cfg(processed, tmp_path, "data=mnist", "model=lenet", "trainer=mps", "debug=fast_dev_run")
+    assert torch.isfinite(torch.tensor(train(cfg)["test/loss"]))
