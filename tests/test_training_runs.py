@@ -56,17 +56,25 @@ def test_cpu_runs_repeat_bit_for_bit(processed, tmp_path):
     assert not all(torch.equal(first[k], other_seed[k]) for k in first)
 
 
-def test_resuming_from_last_ckpt_continues_at_the_next_epoch(processed, tmp_path):
-    cfg = make_cfg(processed, tmp_path, "data=spirals", "trainer.max_epochs=2")
+def test_resuming_from_last_ckpt_continues_where_the_run_stopped(processed, tmp_path):
+    """An interrupted run resumed from last.ckpt ends with the uninterrupted run's exact weights."""
+    straight = make_cfg(processed, tmp_path / "straight", "data=mnist", "model=lenet", "trainer.max_epochs=4",
+                        "data.datamodule.batch_size=32")
+    train(straight)
+    cfg = make_cfg(processed, tmp_path, "data=mnist", "model=lenet", "trainer.max_epochs=2",
+                   "data.datamodule.batch_size=32")
     train(cfg)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 1
-    resumed = make_cfg(processed, tmp_path, "data=spirals", "trainer.max_epochs=5", f"ckpt_path={last}")
+    resumed = make_cfg(processed, tmp_path, "data=mnist", "model=lenet", "trainer.max_epochs=4",
+                       "data.datamodule.batch_size=32", f"ckpt_path={last}")
     train(resumed)
     checkpoint = torch.load(last, weights_only=True)
-    assert checkpoint["epoch"] == 4
+    assert checkpoint["epoch"] == 3
+    expected = torch.load(tmp_path / "straight" / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert all(torch.equal(checkpoint["state_dict"][k], v) for k, v in expected["state_dict"].items())
     # The history keeps the first run's epochs and adds only the new ones.
-    assert [row["epoch"] for row in history(tmp_path / "run" / "history.csv")] == ["0", "1", "2", "3", "4"]
+    assert [row["epoch"] for row in history(tmp_path / "run" / "history.csv")] == ["0", "1", "2", "3"]
 
 
 def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:

@@ -2,22 +2,25 @@
 
 The arrays are read once in ``setup``; a batch is one fancy-indexing of the stored
 tensors (``x[indices]``), and images stay uint8 until they reach the training device,
-where ``on_after_batch_transfer`` scales and normalises the whole batch at once.
+where ``on_after_batch_transfer`` scales and normalises the whole batch at once (and, when
+configured, augments the training batches there too: see ``pipeline.data.augment``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
+from pipeline.data.augment import RandomAffine
 from pipeline.data.errors import DataConfigError
 from pipeline.data.processed import SPLITS, load_split, read_meta
+from pipeline.data.sampling import EpochBatches
 
 
 class ArrayDataModule(L.LightningDataModule):
@@ -26,11 +29,14 @@ class ArrayDataModule(L.LightningDataModule):
     ``classes`` keeps only those class indices (e.g. ``[8]`` for a one-digit GAN, or
     ``[0, 1, 2, 3, 4]`` for the first half of a transfer-learning lesson); with
     ``relabel=True`` they are renumbered 0..k-1 so a k-way head can learn them.
+    ``augment`` (image datasets only), e.g. ``{rotation_degrees: 10, shift_fraction: 0.1}``,
+    randomly rotates and shifts every training batch, each image its own way; validation
+    and test batches are never augmented.
     """
 
     def __init__(self, processed_dir: str, batch_size: int = 128, eval_batch_size: int | None = None,
                  normalize: bool = True, classes: Sequence[int] | None = None, relabel: bool = False,
-                 num_workers: int = 0, seed: int = 0) -> None:
+                 num_workers: int = 0, seed: int = 0, augment: Mapping[str, float] | None = None) -> None:
         super().__init__()
         self.processed_dir = Path(processed_dir)
         self.batch_size = batch_size
@@ -46,6 +52,18 @@ class ArrayDataModule(L.LightningDataModule):
         shape = (1, -1) + (1,) * (len(self.input_shape) - 1)  # per channel for images, per feature for tables
         self._mean = torch.tensor(norm["mean"], dtype=torch.float32).reshape(shape)
         self._std = torch.tensor(norm["std"], dtype=torch.float32).reshape(shape)
+        self.augment = self._build_augment(augment)
+
+    def _build_augment(self, augment: Mapping[str, float] | None) -> RandomAffine | None:
+        if not augment:
+            return None
+        if len(self.input_shape) != 3:
+            raise DataConfigError(f"data.datamodule.augment is for image datasets; {self.meta['name']} has inputs of "
+                                  f"shape {list(self.input_shape)}: set it to null")
+        try:
+            return RandomAffine(**augment)
+        except (TypeError, ValueError) as exc:
+            raise DataConfigError(f"data.datamodule.augment={dict(augment)}: {exc}") from None
 
     # What the model needs to know about the data, read from meta.json before any array is loaded.
     @property
@@ -85,12 +103,9 @@ class ArrayDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.splits[split]
-        if shuffle:
-            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
-        else:
-            sampler = SequentialSampler(dataset)
-        batches = BatchSampler(sampler, self.batch_size if shuffle else self.eval_batch_size, drop_last=False)
-        # batch_size=None: the dataset is indexed with a whole list of indices at once.
+        batches = EpochBatches(len(dataset), self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
+                               seed=self.seed)
+        # batch_size=None: the dataset is indexed with a whole tensor of indices at once.
         return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
@@ -109,6 +124,9 @@ class ArrayDataModule(L.LightningDataModule):
         x, y = batch
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
+        # Before normalising, so the uncovered corners are filled with the background value 0.
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
+            x = self.augment(x)
         if self.normalize:
             x = (x - self._mean.to(x.device)) / self._std.to(x.device)
         return x, y
