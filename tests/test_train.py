@@ -67,7 +67,7 @@ def test_every_family_runs_fast_dev_run(processed, tmp_path, data, model):
 
 def test_mlp_learns_spirals_and_checkpoint_loads_weights_only(processed, tmp_path):
     cfg = make_cfg(processed, tmp_path, "data=spirals", "model=mlp_classifier", "trainer.max_epochs=40",
-                   "optimizer.lr=0.01")
+                   "optimizer.lr=0.01", "callbacks.early_stopping.patience=100")
     metrics = train(cfg)
     assert metrics["val/acc"] > 0.8
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
