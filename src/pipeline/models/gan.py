@@ -1,0 +1,280 @@
+"""GANs: the course's plain MLP GAN, DCGAN and the label-conditioned (ACGAN) variants, one LightningModule.
+
+Two networks, two optimizers, so Lightning's manual optimisation: each batch takes one
+discriminator step, then one generator step. Images arrive in [0, 1] (the experiments set
+``data.datamodule.normalize: false``) and are mapped to the generator's tanh range [-1, 1].
+Quality is scored at validation and test end by a classifier this pipeline trained
+(``scorer_checkpoint``; see ``pipeline.models.gan_metrics``), and a fixed-noise sample grid
+is written every ``sample_every_n_steps`` steps to ``<log dir>/samples/``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchvision.utils import save_image
+
+from pipeline.atomic import atomic_open
+from pipeline.models.base import ModelConfigError
+from pipeline.models.gan_metrics import ClassScores, FeatureStats, Scorer, frechet_distance
+from pipeline.models.gan_networks import Discriminator, Generator
+
+
+class GANModule(L.LightningModule):
+    """A generator and a discriminator trained against each other (non-saturating BCE losses).
+
+    ``generator`` and ``discriminator`` are builders (Hydra ``_partial_: true``) called with
+    the dataset's ``image_shape``, ``num_classes`` and ``conditional``; ``optimizer`` is one
+    factory that builds both optimizers. With ``conditional: true`` the generator draws the
+    label it is given, and the discriminator's auxiliary head, trained on the real images'
+    labels, must read that label from the generated image (ACGAN; ``aux_weight`` weighs the
+    class losses). ``aux_classifier: true`` gives an unconditional
+    GAN's discriminator that head too, trained on the real images' labels only: its features
+    then tell the digits apart, and a generated image that is no clear digit looks fake.
+    """
+
+    task = "classification"  # trains on labelled image datasets
+    family = "gan"
+
+    def __init__(self, generator: Callable[..., Generator], discriminator: Callable[..., Discriminator],
+                 input_shape: Sequence[int], num_classes: int,
+                 optimizer: Callable[..., torch.optim.Optimizer] | None,
+                 scheduler: Callable[..., Any] | None = None, latent_dim: int = 100, conditional: bool = False,
+                 aux_classifier: bool = False, aux_weight: float = 1.0, real_label: float = 1.0,
+                 sample_every_n_steps: int = 500, grid_cols: int = 8, scorer_checkpoint: str | None = None,
+                 val_samples: int = 2000, test_samples: int = 10000, eval_batch_size: int = 1000,
+                 sample_seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer", "scheduler"])
+        self.automatic_optimization = False
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.image_shape = tuple(int(d) for d in input_shape)
+        self.num_classes = int(num_classes)
+        self.conditional = conditional
+        self.aux_classifier = conditional or aux_classifier
+        try:
+            self.generator = generator(image_shape=self.image_shape, num_classes=self.num_classes,
+                                       latent_dim=latent_dim, conditional=conditional)
+            self.discriminator = discriminator(image_shape=self.image_shape, num_classes=self.num_classes,
+                                               conditional=self.aux_classifier)
+            self._check_shapes()
+        except (RuntimeError, ValueError) as exc:
+            raise ModelConfigError(
+                f"the GAN cannot be built for images of shape {list(self.image_shape)}: {exc}") from None
+        # The same noise (and labels) every time, so successive grids show the generator's progress.
+        rows = self.num_classes if conditional else grid_cols
+        noise = torch.randn(rows * grid_cols, latent_dim, generator=torch.Generator().manual_seed(sample_seed))
+        self.register_buffer("fixed_noise", noise)
+        self.register_buffer("fixed_labels", torch.arange(rows).repeat_interleave(grid_cols), persistent=False)
+        self.scorer: Scorer | None = None
+        self._samples_dir: Path | None = None
+        self._reset_real()
+
+    def _check_shapes(self) -> None:
+        """Run both networks on a dummy batch, so a mismatch shows before training starts."""
+        z = torch.zeros(2, self.hparams.latent_dim)
+        labels = torch.zeros(2, dtype=torch.long) if self.conditional else None
+        with torch.no_grad():
+            images = self.generator.eval()(z, labels)
+            self.generator.train()
+            if tuple(images.shape[1:]) != self.image_shape:
+                raise ValueError(f"the generator draws images of shape {list(images.shape[1:])}")
+            logits, classes = self.discriminator(images)
+        wrong_classes = classes is None or tuple(classes.shape) != (2, self.num_classes)
+        if tuple(logits.shape) != (2,) or (self.aux_classifier and wrong_classes):
+            raise ValueError("the discriminator does not return one logit per image (and class logits when asked)")
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in [0, 1] drawn from noise ``z`` (for the ``labels`` when conditional)."""
+        return (self.generator(z, labels if self.conditional else None) + 1) / 2
+
+    # --- training ---------------------------------------------------------------------------------
+
+    @property
+    def iterations(self) -> int:
+        """Batches trained: each batch takes two optimizer steps, and Lightning's global_step counts both."""
+        return self.global_step // 2
+
+    def _finite(self, loss: torch.Tensor, name: str) -> None:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{name} loss is {loss.item()} at step {self.iterations} (epoch {self.current_epoch}); "
+                "lower optimizer.lr or check the data for extreme values")
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        real = x * 2 - 1
+        n = real.shape[0]
+        opt_g, opt_d = self.optimizers()
+        labels = y if self.conditional else None  # the real batch's labels: the data's class balance
+        fake = self.generator(torch.randn(n, self.hparams.latent_dim, device=self.device), labels)
+        ones = torch.full((n,), self.hparams.real_label, device=self.device)
+        zeros = torch.zeros(n, device=self.device)
+
+        with self.toggled_optimizer(opt_d):
+            real_logit, real_classes = self.discriminator(real)
+            fake_logit, _ = self.discriminator(fake.detach())
+            d_loss = (F.binary_cross_entropy_with_logits(real_logit, ones)
+                      + F.binary_cross_entropy_with_logits(fake_logit, zeros)) / 2
+            if self.aux_classifier:  # real images only: a class loss on generated ones lets the head learn
+                # the generator's mistakes (it drew 4s for 9 and the head learnt to call them 9s)
+                d_loss = d_loss + self.hparams.aux_weight * F.cross_entropy(real_classes, y)
+            self._finite(d_loss, "discriminator")
+            opt_d.zero_grad()
+            self.manual_backward(d_loss)
+            opt_d.step()
+
+        with self.toggled_optimizer(opt_g):
+            logit, classes = self.discriminator(fake)
+            g_loss = F.binary_cross_entropy_with_logits(logit, torch.ones(n, device=self.device))
+            if self.conditional:
+                g_loss = g_loss + self.hparams.aux_weight * F.cross_entropy(classes, labels)
+            self._finite(g_loss, "generator")
+            opt_g.zero_grad()
+            self.manual_backward(g_loss)
+            opt_g.step()
+
+        self.log("train/d_loss", d_loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+        self.log("train/g_loss", g_loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+        every = self.hparams.sample_every_n_steps
+        if every and self.iterations % every == 0:
+            self.save_samples()
+
+    def on_train_epoch_end(self) -> None:
+        for scheduler in self._schedulers():
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                metric = self.trainer.callback_metrics.get("val/fid")
+                if metric is not None:
+                    scheduler.step(metric)
+            else:
+                scheduler.step()
+
+    def on_train_end(self) -> None:
+        self.save_samples()  # the final generator's grid, whatever the step count
+
+    def _schedulers(self) -> list[Any]:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return []
+        return list(schedulers) if isinstance(schedulers, list) else [schedulers]
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise ModelConfigError("this model was rebuilt for inference (optimizer=None) and cannot be trained")
+        optimizers = [self.optimizer_factory(params=self.generator.parameters()),
+                      self.optimizer_factory(params=self.discriminator.parameters())]
+        if self.scheduler_factory is None:
+            return optimizers
+        return optimizers, [self.scheduler_factory(optimizer=o) for o in optimizers]
+
+    # --- sample grids -----------------------------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        # trainer.log_dir must be read on every rank (it broadcasts); only rank zero writes.
+        self._samples_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "samples"
+
+    @torch.no_grad()
+    def sample_grid(self) -> torch.Tensor:
+        """The fixed-noise grid, drawn by the generator in eval mode (one row per class when conditional)."""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            images = self(self.fixed_noise, self.fixed_labels)
+        finally:
+            self.generator.train(was_training)
+        return images.clamp(0, 1).cpu()
+
+    def save_samples(self, path: str | Path | None = None) -> None:
+        """Write the grid atomically to ``path``, or else to ``samples/step_XXXXXX.png`` and ``samples/latest.png``."""
+        if self._trainer is not None and not self.trainer.is_global_zero:
+            return
+        if path is not None:
+            targets = [Path(path)]
+        elif self._samples_dir is not None:
+            targets = [self._samples_dir / f"step_{self.iterations:06d}.png", self._samples_dir / "latest.png"]
+        else:  # not fitting, and no path given: nowhere to put a step grid
+            return
+        buffer = io.BytesIO()
+        save_image(self.sample_grid(), buffer, nrow=self.hparams.grid_cols, format="png", padding=2)
+        for target in targets:
+            with atomic_open(target, "wb") as fh:
+                fh.write(buffer.getvalue())
+
+    # --- scoring ----------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        if getattr(self.trainer.datamodule, "normalize", False):
+            raise ModelConfigError("a GAN needs images in [0, 1]: set data.datamodule.normalize=false")
+        path = self.hparams.scorer_checkpoint
+        if path and self.scorer is None:
+            if not Path(path).is_file():
+                raise ModelConfigError(
+                    f"model.scorer_checkpoint={path} does not exist: train the MNIST classifier first "
+                    "(dvc repro train@mnist_cnn writes experiments/mnist_cnn/model.ckpt), point "
+                    "model.scorer_checkpoint at another classifier checkpoint, or set it to null to train without "
+                    "scores (then also callbacks.model_checkpoint.monitor=null)")
+            scorer = Scorer.from_checkpoint(path)
+            if scorer.input_shape != self.image_shape:
+                raise ModelConfigError(
+                    f"the scorer {path} takes images of shape {list(scorer.input_shape)}, the GAN draws "
+                    f"{list(self.image_shape)}")
+            self.scorer = scorer
+
+    def _reset_real(self) -> None:
+        self._real_stats, self._real_scores, self._real_labels = FeatureStats(), ClassScores(), []
+
+    def _score_real(self, batch: Any) -> None:
+        if self.scorer is None:
+            return
+        x, y = batch
+        features, probs = self.scorer.to(self.device)(x)
+        self._real_stats.update(features)
+        self._real_scores.update(probs)
+        self._real_labels.append(y.cpu())
+
+    def _log_scores(self, stage: str, n_samples: int) -> None:
+        """Score ``n_samples`` generated images (fixed seed: comparable across epochs) against the real split."""
+        if self.scorer is None or self._real_stats.n < 2:
+            self._reset_real()
+            return
+        rng = torch.Generator().manual_seed(self.hparams.sample_seed + 1)
+        real_labels = torch.cat(self._real_labels)
+        fake_stats, fake_scores = FeatureStats(), ClassScores()
+        for start in range(0, n_samples, self.hparams.eval_batch_size):
+            m = min(self.hparams.eval_batch_size, n_samples - start)
+            z = torch.randn(m, self.hparams.latent_dim, generator=rng).to(self.device)
+            labels = real_labels[torch.randint(len(real_labels), (m,), generator=rng)].to(self.device)
+            features, probs = self.scorer(self(z, labels))
+            fake_stats.update(features)
+            fake_scores.update(probs, labels if self.conditional else None)
+        self.log(f"{stage}/fid", frechet_distance(self._real_stats, fake_stats), prog_bar=True)
+        self.log(f"{stage}/is", fake_scores.inception_score(), prog_bar=True)
+        self.log(f"{stage}/is_real", self._real_scores.inception_score())
+        if self.conditional:
+            self.log(f"{stage}/class_acc", fake_scores.accuracy(), prog_bar=True)
+        self._reset_real()
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_real()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._score_real(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val", self.hparams.val_samples)
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_real()
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._score_real(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test", self.hparams.test_samples)

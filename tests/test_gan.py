@@ -1,0 +1,217 @@
+"""The GAN family on tiny data: every experiment runs, checkpoints reload, the scores are right and improve."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+from torch import nn
+
+from pipeline.checkpoints import load_module
+from pipeline.data.processed import preprocess_dataset
+from pipeline.data.sources import IdxImages
+from pipeline.models.base import ModelConfigError
+from pipeline.models.gan import GANModule
+from pipeline.models.gan_metrics import (
+    ClassScores, FeatureStats, Scorer, class_accuracy, frechet_distance, inception_score, real_floor,
+)
+from pipeline.train import build_model, train
+from tests.conftest import REPO_ROOT, md5, write_idx
+
+SIZE = 16  # image side: divisible by 4, as the DCGAN pair needs
+GAN_EXPERIMENTS = ["mnist_gan", "mnist_dcgan", "mnist_cgan"]
+
+
+def blob_digits(folder: Path, n_train: int = 1000, n_test: int = 100, seed: int = 0) -> dict[str, dict[str, str]]:
+    """MNIST-like IDX files whose class c is a bright round blob at its own place on a 2×5 grid,
+    jittered by up to a pixel: smooth images that a classifier and a GAN learn in seconds."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:SIZE, 0:SIZE]
+    files = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n, dtype=np.uint8) % 10
+        centres = np.stack([4.0 + 8 * (labels // 5), 2.0 + 3 * (labels % 5)], axis=1) + rng.uniform(-1, 1, (n, 2))
+        dist2 = (rows[None] - centres[:, 0, None, None]) ** 2 + (cols[None] - centres[:, 1, None, None]) ** 2
+        images = (255 * np.exp(-dist2 / (2 * 1.5**2))).astype(np.uint8)
+        role = "train" if split == "train" else "test"
+        for kind, array in (("images", images), ("labels", labels)):
+            name = f"{split}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"
+            path = write_idx(folder / name, array)
+            files[f"{role}_{kind}"] = {"name": name, "md5": md5(path)}
+    return files
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory) -> Path:
+    """A tiny preprocessed dataset named mnist, so the real GAN experiment configs apply unchanged."""
+    root = tmp_path_factory.mktemp("gan_data")
+    files = blob_digits(root / "mirror" / "blobs")
+    images = IdxImages(folder="blobs", files=files, class_names=[str(i) for i in range(10)], image_shape=(SIZE, SIZE))
+    images.fetch(root / "raw" / "mnist", mirror=str(root / "mirror"))
+    preprocess_dataset(images, "mnist", "classification", root / "raw" / "mnist", root / "processed" / "mnist",
+                       {"val_size": 50, "seed": 0})
+    return root / "processed"
+
+
+def make_cfg(processed: Path, tmp_path: Path, *overrides: str) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.processed_dir={processed}", f"paths.log_dir={tmp_path}",
+                                          "callbacks.progress_bar.refresh_rate=0", *overrides],
+                      return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def scorer(processed, tmp_path_factory) -> Path:
+    """A small MNIST-style classifier trained by the pipeline: the GANs' scorer."""
+    tmp_path = tmp_path_factory.mktemp("scorer")
+    cfg = make_cfg(processed, tmp_path, "data=mnist", "model=mlp_classifier", "optimizer.lr=0.003",
+                   "data.datamodule.batch_size=64", "trainer.max_epochs=3", "test=false")
+    metrics = train(cfg)
+    assert metrics["val/acc"] > 0.9
+    return tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+
+def gan_cfg(processed: Path, tmp_path: Path, scorer: Path, experiment: str, *overrides: str) -> DictConfig:
+    return make_cfg(processed, tmp_path, f"experiment={experiment}", f"model.scorer_checkpoint={scorer}",
+                    "model.val_samples=200", "model.test_samples=200", *overrides)
+
+
+@pytest.mark.parametrize("experiment", GAN_EXPERIMENTS)
+def test_every_gan_experiment_runs_fast_dev_run_with_scores_and_samples(processed, scorer, tmp_path, experiment):
+    cfg = gan_cfg(processed, tmp_path, scorer, experiment, "debug=fast_dev_run")
+    metrics = train(cfg)
+    assert math.isfinite(metrics["test/fid"]) and metrics["test/fid"] >= 0
+    assert 1 - 1e-6 <= metrics["test/is"] <= 10 + 1e-6
+    assert {"train/d_loss", "train/g_loss", "val/fid", "val/is"} <= metrics.keys()
+    assert ("test/class_acc" in metrics) == (experiment == "mnist_cgan")
+    grid = Image.open(tmp_path / "run" / "samples" / "latest.png")  # fast_dev_run has no logger: the run folder
+    cols = cfg.model.grid_cols
+    rows = 10 if experiment == "mnist_cgan" else cols  # one row per class when conditional
+    assert grid.size == (cols * (SIZE + 2) + 2, rows * (SIZE + 2) + 2)
+
+
+def test_checkpoint_holds_only_the_gan_and_reloads(processed, scorer, tmp_path):
+    cfg = gan_cfg(processed, tmp_path, scorer, "mnist_cgan", "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
+                  "data.datamodule.batch_size=64", "model.sample_every_n_steps=2", "test=false")
+    train(cfg)
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    assert {k.split(".")[0] for k in checkpoint["state_dict"]} == {"generator", "discriminator", "fixed_noise"}
+    module, record = load_module(path, family="gan")
+    assert isinstance(module, GANModule) and module.conditional and record["family"] == "gan"
+    assert torch.equal(module.generator.embed.weight, checkpoint["state_dict"]["generator.embed.weight"])
+    images = module(torch.randn(4, module.hparams.latent_dim), torch.tensor([0, 1, 2, 3]))
+    assert images.shape == (4, 1, SIZE, SIZE) and 0 <= images.min() and images.max() <= 1
+    with pytest.raises(ModelConfigError, match="holds a gan model"):
+        load_module(path, family="classification")
+    samples = tmp_path / "run" / "csv" / "version_0" / "samples"  # trainer.log_dir: the CSV logger's folder
+    assert {p.name for p in samples.iterdir()} == {"step_000002.png", "step_000003.png", "latest.png"}
+
+
+def test_a_short_run_improves_the_score(processed, scorer, tmp_path):
+    cfg = gan_cfg(processed, tmp_path, scorer, "mnist_gan", "data.datamodule.classes=null", "model.latent_dim=16",
+                  "data.datamodule.batch_size=32", "optimizer.lr=0.001", "trainer.max_epochs=10")
+    datamodule = instantiate(cfg.data.datamodule)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    initial = trainer.test(build_model(cfg, datamodule), datamodule=datamodule, verbose=False)[0]
+    metrics = train(cfg)  # tests the checkpoint of the lowest val/fid
+    assert metrics["test/fid"] < 0.8 * initial["test/fid"], (initial, metrics)
+
+
+def test_bad_configs_fail_before_training(processed, scorer, tmp_path):
+    cfg = gan_cfg(processed, tmp_path, scorer, "mnist_gan", "data.datamodule.normalize=true")
+    with pytest.raises(ModelConfigError, match="normalize=false"):
+        train(cfg)
+    cfg = make_cfg(processed, tmp_path, "experiment=mnist_dcgan", "model.scorer_checkpoint=/no/such/scorer.ckpt")
+    with pytest.raises(ModelConfigError, match="scorer_checkpoint=/no/such/scorer.ckpt does not exist"):
+        train(cfg)
+
+
+def test_a_non_finite_loss_names_the_step(processed, tmp_path):
+    cfg = make_cfg(processed, tmp_path, "experiment=mnist_gan")
+    module = build_model(cfg, instantiate(cfg.data.datamodule))
+    with pytest.raises(FloatingPointError, match=r"generator loss is nan at step 0"):
+        module._finite(torch.tensor(float("nan")), "generator")
+
+
+# --- the metric functions on known inputs ----------------------------------------------------------
+
+
+def test_frechet_distance_on_known_features():
+    torch.manual_seed(0)
+    features = torch.randn(500, 6, dtype=torch.float64) @ torch.randn(6, 6, dtype=torch.float64)
+    same = frechet_distance(FeatureStats.of(features), FeatureStats.of(features))
+    assert same == pytest.approx(0, abs=1e-8)
+    shifted = frechet_distance(FeatureStats.of(features), FeatureStats.of(features + 0.5))
+    assert shifted == pytest.approx(6 * 0.25, rel=1e-6)  # same covariance: only ‖Δμ‖² remains
+    scaled = frechet_distance(FeatureStats.of(features), FeatureStats.of(features * 2))
+    assert scaled > shifted > same
+    streamed = FeatureStats()
+    for chunk in features.split(64):
+        streamed.update(chunk)
+    assert frechet_distance(streamed, FeatureStats.of(features * 2)) == pytest.approx(scaled, rel=1e-9)
+
+
+def test_frechet_distance_matches_torchmetrics():
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    torch.manual_seed(1)
+    real, fake = torch.randn(300, 5), torch.randn(300, 5) * 1.5 + 0.3
+    identity = nn.Identity()
+    identity.num_features = 5  # the features are given directly
+    reference = FrechetInceptionDistance(feature=identity)
+    reference.update(real, real=True)
+    reference.update(fake, real=False)
+    assert frechet_distance(FeatureStats.of(real), FeatureStats.of(fake)) == pytest.approx(
+        float(reference.compute()), rel=1e-4)
+
+
+def test_inception_score_on_known_predictions():
+    confident_uniform = torch.eye(10).repeat(7, 1)  # every class equally often, each image certain
+    assert inception_score(confident_uniform) == pytest.approx(10)
+    assert inception_score(torch.eye(10)[[3] * 50]) == pytest.approx(1)  # always the same class
+    assert inception_score(torch.full((40, 10), 0.1)) == pytest.approx(1)  # never sure of anything
+    assert 1 < inception_score(torch.softmax(torch.randn(200, 10) * 3, dim=1)) < 10
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torchmetrics: features kept in memory; one split: no std
+def test_inception_score_matches_torchmetrics():
+    from torchmetrics.image.inception import InceptionScore
+
+    torch.manual_seed(2)
+    logits = torch.randn(256, 10) * 2
+    reference = InceptionScore(feature=nn.Identity(), splits=1)  # logits given directly; one split: exact
+    reference.update(logits)
+    assert inception_score(logits.softmax(dim=1)) == pytest.approx(float(reference.compute()[0]), rel=1e-4)
+
+
+def test_class_accuracy_counts_the_requested_class():
+    probs = torch.eye(4)[[0, 1, 2, 2]]  # the classifier reads 0, 1, 2, 2
+    assert class_accuracy(probs, torch.tensor([0, 1, 2, 3])) == pytest.approx(0.75)
+    scores = ClassScores()
+    scores.update(probs[:2], torch.tensor([0, 0]))
+    scores.update(probs[2:], torch.tensor([2, 2]))
+    assert scores.accuracy() == pytest.approx(0.75)
+
+
+def test_scorer_and_floor_on_real_tiny_data(processed, scorer):
+    floor = real_floor(Scorer.from_checkpoint(scorer), processed / "mnist")
+    assert floor["n_train"] == 950 and floor["n_test"] == 100
+    assert floor["is_test"] > 5  # the blobs are easy: confident, balanced predictions
+    assert 0 <= floor["fid_train_vs_test"] < 10
