@@ -111,7 +111,9 @@ def test_checkpoint_holds_only_the_gan_and_reloads(processed, scorer, tmp_path):
     train(cfg)
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(path, weights_only=True)
-    assert {k.split(".")[0] for k in checkpoint["state_dict"]} == {"generator", "discriminator", "fixed_noise"}
+    # the networks (the generator's moving average too), never the scorer
+    assert {k.split(".")[0] for k in checkpoint["state_dict"]} == {
+        "generator", "generator_ema", "discriminator", "fixed_noise"}
     module, record = load_module(path, family="gan")
     assert isinstance(module, GANModule) and module.conditional and record["family"] == "gan"
     assert torch.equal(module.generator.embed.weight, checkpoint["state_dict"]["generator.embed.weight"])
@@ -121,6 +123,23 @@ def test_checkpoint_holds_only_the_gan_and_reloads(processed, scorer, tmp_path):
         load_module(path, family="classification")
     samples = tmp_path / "run" / "csv" / "version_0" / "samples"  # trainer.log_dir: the CSV logger's folder
     assert {p.name for p in samples.iterdir()} == {"step_000002.png", "step_000003.png", "latest.png"}
+
+
+def test_ema_generator_averages_the_trained_one_and_is_checkpointed(processed, scorer, tmp_path):
+    cfg = gan_cfg(processed, tmp_path, scorer, "mnist_dcgan", "model.ema_decay=0.9", "trainer.max_epochs=1",
+                  "+trainer.limit_train_batches=5", "data.datamodule.batch_size=32", "test=false")
+    train(cfg)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    state = checkpoint["state_dict"]
+    assert int(state["generator_ema.n_averaged"]) == 5  # one update per generator step
+    trained, averaged = state["generator.body.0.weight"], state["generator_ema.module.body.0.weight"]
+    assert not torch.equal(trained, averaged)  # an average of the five steps' weights, not the last one
+    module, _ = load_module(tmp_path / "run" / "checkpoints" / "last.ckpt", family="gan")
+    assert module.sampler is module.generator_ema.module
+    assert torch.equal(module.sampler.body[0].weight, averaged)  # samples come from the average
+    with pytest.raises(ModelConfigError, match="ema_decay must be in"):
+        build_model(make_cfg(processed, tmp_path, "experiment=mnist_gan", "model.ema_decay=1.5"),
+                    instantiate(cfg.data.datamodule))
 
 
 def test_a_short_run_improves_the_score(processed, scorer, tmp_path):

@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 from torchvision.utils import save_image
 
 from pipeline.atomic import atomic_open
@@ -49,7 +50,7 @@ class GANModule(L.LightningModule):
                  aux_classifier: bool = False, aux_weight: float = 1.0, real_label: float = 1.0,
                  sample_every_n_steps: int = 500, grid_cols: int = 8, scorer_checkpoint: str | None = None,
                  val_samples: int = 2000, test_samples: int = 10000, eval_batch_size: int = 1000,
-                 sample_seed: int = 0) -> None:
+                 sample_seed: int = 0, ema_decay: float | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer", "scheduler"])
         self.automatic_optimization = False
@@ -68,6 +69,15 @@ class GANModule(L.LightningModule):
         except (RuntimeError, ValueError) as exc:
             raise ModelConfigError(
                 f"the GAN cannot be built for images of shape {list(self.image_shape)}: {exc}") from None
+        if ema_decay is not None and not 0 < ema_decay < 1:
+            raise ModelConfigError(f"model.ema_decay must be in (0, 1) or null, got {ema_decay}")
+        # The generator that draws samples and is scored: an exponential moving average of the trained
+        # one's weights (and batch-norm statistics) when ema_decay is set, which smooths out the
+        # oscillation of adversarial training; the trained generator itself otherwise.
+        self.generator_ema = None
+        if ema_decay:
+            self.generator_ema = AveragedModel(self.generator, avg_fn=_ema(ema_decay), use_buffers=True)
+            self.generator_ema.requires_grad_(False)
         # The same noise (and labels) every time, so successive grids show the generator's progress.
         rows = self.num_classes if conditional else grid_cols
         noise = torch.randn(rows * grid_cols, latent_dim, generator=torch.Generator().manual_seed(sample_seed))
@@ -91,9 +101,14 @@ class GANModule(L.LightningModule):
         if tuple(logits.shape) != (2,) or (self.aux_classifier and wrong_classes):
             raise ValueError("the discriminator does not return one logit per image (and class logits when asked)")
 
+    @property
+    def sampler(self) -> Generator:
+        """The generator that draws samples: the moving average when ``ema_decay`` is set."""
+        return self.generator_ema.module if self.generator_ema is not None else self.generator
+
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [0, 1] drawn from noise ``z`` (for the ``labels`` when conditional)."""
-        return (self.generator(z, labels if self.conditional else None) + 1) / 2
+        return (self.sampler(z, labels if self.conditional else None) + 1) / 2
 
     # --- training ---------------------------------------------------------------------------------
 
@@ -140,6 +155,8 @@ class GANModule(L.LightningModule):
             opt_g.zero_grad()
             self.manual_backward(g_loss)
             opt_g.step()
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator)
 
         self.log("train/d_loss", d_loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
         self.log("train/g_loss", g_loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
@@ -183,12 +200,13 @@ class GANModule(L.LightningModule):
     @torch.no_grad()
     def sample_grid(self) -> torch.Tensor:
         """The fixed-noise grid, drawn by the generator in eval mode (one row per class when conditional)."""
-        was_training = self.generator.training
-        self.generator.eval()
+        sampler = self.sampler
+        was_training = sampler.training
+        sampler.eval()
         try:
             images = self(self.fixed_noise, self.fixed_labels)
         finally:
-            self.generator.train(was_training)
+            sampler.train(was_training)
         return images.clamp(0, 1).cpu()
 
     def save_samples(self, path: str | Path | None = None) -> None:
@@ -278,3 +296,17 @@ class GANModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_scores("test", self.hparams.test_samples)
+
+
+def _ema(decay: float | None) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """AveragedModel's update for an exponential moving average whose decay warms up as
+    (1 + n) / (10 + n) towards ``decay``, so early samples are not dominated by the random start."""
+    if decay is None:
+        return None
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        n = float(num_averaged)
+        beta = min(decay, (1 + n) / (10 + n))
+        return beta * averaged + (1 - beta) * current
+
+    return average
