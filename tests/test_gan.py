@@ -142,6 +142,33 @@ def test_ema_generator_averages_the_trained_one_and_is_checkpointed(processed, s
                     instantiate(cfg.data.datamodule))
 
 
+def test_infogan_code_conditions_the_generator_and_is_read_back(processed, scorer, tmp_path):
+    cfg = gan_cfg(processed, tmp_path, scorer, "mnist_dcgan", "model.aux_classifier=false", "model.latent_code=4",
+                  "trainer.max_epochs=1", "+trainer.limit_train_batches=3", "data.datamodule.batch_size=32",
+                  "model.sample_every_n_steps=0", "test=false")
+    train(cfg)
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    module, _ = load_module(path, family="gan")
+    assert module.latent_code == 4 and module.discriminator.classifier.out_features == 4  # the code head
+    assert module.generator.embed.num_embeddings == 4  # the generator reads the code, not the 10 digits
+    z = torch.randn(1, module.hparams.latent_dim).repeat(4, 1)
+    images = module.eval()(z, torch.arange(4))
+    assert not torch.allclose(images[0], images[1])  # same noise, another code: another image
+    grid = Image.open(tmp_path / "run" / "csv" / "version_0" / "samples" / "latest.png")
+    assert grid.size[1] == 4 * (SIZE + 2) + 2  # one row per code
+    assert module(torch.randn(3, module.hparams.latent_dim)).shape == (3, 1, SIZE, SIZE)  # random codes
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["model.aux_classifier=true", "model.latent_code=10"], "cannot be combined"),
+    (["model.latent_code=1"], "at least 2 categories"),
+])
+def test_bad_infogan_settings_are_refused(processed, tmp_path, overrides, message):
+    cfg = make_cfg(processed, tmp_path, "experiment=mnist_dcgan", *overrides)
+    with pytest.raises(ModelConfigError, match=message):
+        build_model(cfg, instantiate(cfg.data.datamodule))
+
+
 def test_a_short_run_improves_the_score(processed, scorer, tmp_path):
     cfg = gan_cfg(processed, tmp_path, scorer, "mnist_gan", "data.datamodule.classes=null", "model.latent_dim=16",
                   "data.datamodule.batch_size=32", "optimizer.lr=0.001", "trainer.max_epochs=10")

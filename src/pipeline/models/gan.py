@@ -38,6 +38,13 @@ class GANModule(L.LightningModule):
     class losses). ``aux_classifier: true`` gives an unconditional
     GAN's discriminator that head too, trained on the real images' labels only: its features
     then tell the digits apart, and a generated image that is no clear digit looks fake.
+
+    ``latent_code: k`` (InfoGAN, unsupervised: no labels are used) adds a uniform k-way
+    categorical code to the noise, and a discriminator head that must read the code back
+    from the generated image; both networks minimise that head's cross-entropy. The generator
+    then gives each code a visually distinct mode of its own (on MNIST, mostly one digit per
+    code) instead of one continuous noise space in which the regions between digits draw
+    images that are no digit at all.
     """
 
     task = "classification"  # trains on labelled image datasets
@@ -50,7 +57,7 @@ class GANModule(L.LightningModule):
                  aux_classifier: bool = False, aux_weight: float = 1.0, real_label: float = 1.0,
                  sample_every_n_steps: int = 500, grid_cols: int = 8, scorer_checkpoint: str | None = None,
                  val_samples: int = 2000, test_samples: int = 10000, eval_batch_size: int = 1000,
-                 sample_seed: int = 0, ema_decay: float | None = None) -> None:
+                 sample_seed: int = 0, ema_decay: float | None = None, latent_code: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer", "scheduler"])
         self.automatic_optimization = False
@@ -60,11 +67,20 @@ class GANModule(L.LightningModule):
         self.num_classes = int(num_classes)
         self.conditional = conditional
         self.aux_classifier = conditional or aux_classifier
+        self.latent_code = int(latent_code)
+        if self.latent_code == 1 or self.latent_code < 0:
+            raise ModelConfigError(f"model.latent_code must be 0 (none) or at least 2 categories, got {latent_code}")
+        if self.latent_code and self.aux_classifier:
+            raise ModelConfigError("model.latent_code (InfoGAN) uses the discriminator's class head for its code: it "
+                                   "cannot be combined with model.conditional or model.aux_classifier")
+        # What the generator is conditioned on and the discriminator's class head predicts: the data's
+        # classes (conditional GAN, auxiliary classifier) or the categories of the InfoGAN code.
+        self.head_classes = self.latent_code or self.num_classes
         try:
-            self.generator = generator(image_shape=self.image_shape, num_classes=self.num_classes,
-                                       latent_dim=latent_dim, conditional=conditional)
-            self.discriminator = discriminator(image_shape=self.image_shape, num_classes=self.num_classes,
-                                               conditional=self.aux_classifier)
+            self.generator = generator(image_shape=self.image_shape, num_classes=self.head_classes,
+                                       latent_dim=latent_dim, conditional=conditional or bool(self.latent_code))
+            self.discriminator = discriminator(image_shape=self.image_shape, num_classes=self.head_classes,
+                                               conditional=self.aux_classifier or bool(self.latent_code))
             self._check_shapes()
         except (RuntimeError, ValueError) as exc:
             raise ModelConfigError(
@@ -78,8 +94,9 @@ class GANModule(L.LightningModule):
         if ema_decay:
             self.generator_ema = AveragedModel(self.generator, avg_fn=_ema(ema_decay), use_buffers=True)
             self.generator_ema.requires_grad_(False)
-        # The same noise (and labels) every time, so successive grids show the generator's progress.
-        rows = self.num_classes if conditional else grid_cols
+        # The same noise (and labels, or codes) every time, so successive grids show the generator's
+        # progress; one row per class (per code) when there are classes to draw.
+        rows = self.head_classes if conditional or self.latent_code else grid_cols
         noise = torch.randn(rows * grid_cols, latent_dim, generator=torch.Generator().manual_seed(sample_seed))
         self.register_buffer("fixed_noise", noise)
         self.register_buffer("fixed_labels", torch.arange(rows).repeat_interleave(grid_cols), persistent=False)
@@ -90,15 +107,15 @@ class GANModule(L.LightningModule):
     def _check_shapes(self) -> None:
         """Run both networks on a dummy batch, so a mismatch shows before training starts."""
         z = torch.zeros(2, self.hparams.latent_dim)
-        labels = torch.zeros(2, dtype=torch.long) if self.conditional else None
+        labels = torch.zeros(2, dtype=torch.long) if self.conditional or self.latent_code else None
         with torch.no_grad():
             images = self.generator.eval()(z, labels)
             self.generator.train()
             if tuple(images.shape[1:]) != self.image_shape:
                 raise ValueError(f"the generator draws images of shape {list(images.shape[1:])}")
             logits, classes = self.discriminator(images)
-        wrong_classes = classes is None or tuple(classes.shape) != (2, self.num_classes)
-        if tuple(logits.shape) != (2,) or (self.aux_classifier and wrong_classes):
+        wrong_classes = classes is None or tuple(classes.shape) != (2, self.head_classes)
+        if tuple(logits.shape) != (2,) or ((self.aux_classifier or self.latent_code) and wrong_classes):
             raise ValueError("the discriminator does not return one logit per image (and class logits when asked)")
 
     @property
@@ -107,8 +124,17 @@ class GANModule(L.LightningModule):
         return self.generator_ema.module if self.generator_ema is not None else self.generator
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Images in [0, 1] drawn from noise ``z`` (for the ``labels`` when conditional)."""
-        return (self.sampler(z, labels if self.conditional else None) + 1) / 2
+        """Images in [0, 1] drawn from noise ``z``: for the ``labels`` when conditional; with ``labels``
+        as the codes of an InfoGAN (random codes when none are given)."""
+        if self.latent_code and labels is None:
+            labels = torch.randint(self.latent_code, (z.shape[0],), device=z.device)
+        return (self.sampler(z, labels if self.conditional or self.latent_code else None) + 1) / 2
+
+    def _random_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """Uniform InfoGAN codes for ``n`` images (None without a code)."""
+        if not self.latent_code:
+            return None
+        return torch.randint(self.latent_code, (n,), generator=generator).to(self.device)
 
     # --- training ---------------------------------------------------------------------------------
 
@@ -129,18 +155,22 @@ class GANModule(L.LightningModule):
         n = real.shape[0]
         opt_g, opt_d = self.optimizers()
         labels = y if self.conditional else None  # the real batch's labels: the data's class balance
-        fake = self.generator(torch.randn(n, self.hparams.latent_dim, device=self.device), labels)
+        codes = self._random_codes(n)
+        fake = self.generator(torch.randn(n, self.hparams.latent_dim, device=self.device),
+                              labels if codes is None else codes)
         ones = torch.full((n,), self.hparams.real_label, device=self.device)
         zeros = torch.zeros(n, device=self.device)
 
         with self.toggled_optimizer(opt_d):
             real_logit, real_classes = self.discriminator(real)
-            fake_logit, _ = self.discriminator(fake.detach())
+            fake_logit, fake_codes = self.discriminator(fake.detach())
             d_loss = (F.binary_cross_entropy_with_logits(real_logit, ones)
                       + F.binary_cross_entropy_with_logits(fake_logit, zeros)) / 2
             if self.aux_classifier:  # real images only: a class loss on generated ones lets the head learn
                 # the generator's mistakes (it drew 4s for 9 and the head learnt to call them 9s)
                 d_loss = d_loss + self.hparams.aux_weight * F.cross_entropy(real_classes, y)
+            if codes is not None:  # InfoGAN: read the code back from the generated image
+                d_loss = d_loss + self.hparams.aux_weight * F.cross_entropy(fake_codes, codes)
             self._finite(d_loss, "discriminator")
             opt_d.zero_grad()
             self.manual_backward(d_loss)
@@ -151,6 +181,8 @@ class GANModule(L.LightningModule):
             g_loss = F.binary_cross_entropy_with_logits(logit, torch.ones(n, device=self.device))
             if self.conditional:
                 g_loss = g_loss + self.hparams.aux_weight * F.cross_entropy(classes, labels)
+            if codes is not None:
+                g_loss = g_loss + self.hparams.aux_weight * F.cross_entropy(classes, codes)
             self._finite(g_loss, "generator")
             opt_g.zero_grad()
             self.manual_backward(g_loss)
@@ -269,7 +301,8 @@ class GANModule(L.LightningModule):
             m = min(self.hparams.eval_batch_size, n_samples - start)
             z = torch.randn(m, self.hparams.latent_dim, generator=rng).to(self.device)
             labels = real_labels[torch.randint(len(real_labels), (m,), generator=rng)].to(self.device)
-            features, probs = self.scorer(self(z, labels))
+            codes = self._random_codes(m, rng)
+            features, probs = self.scorer(self(z, labels if codes is None else codes))
             fake_stats.update(features)
             fake_scores.update(probs, labels if self.conditional else None)
         self.log(f"{stage}/fid", frechet_distance(self._real_stats, fake_stats), prog_bar=True)
