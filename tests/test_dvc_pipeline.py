@@ -6,6 +6,7 @@ only the dataset lists in dvc.yaml's `vars` are swapped for tiny ones.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,8 +22,11 @@ from tests.conftest import REPO_ROOT, tiny_digits
 
 pytestmark = pytest.mark.slow
 
+# Tiny datasets and one tiny experiment (compose -> train -> evaluate on iris).
 DATASETS = {"image_datasets": ["tiny_digits"], "generated_datasets": ["line"],
-            "bundled_datasets": ["iris"], "csv_datasets": ["own"]}
+            "bundled_datasets": ["iris"], "csv_datasets": ["own"],
+            "experiments": {"iris_mlp": {"data": "iris", "needs": "conf/experiment/iris_mlp.yaml"}}}
+EXPERIMENT_STAGES = {"compose@iris_mlp", "train@iris_mlp", "evaluate@iris_mlp"}
 
 
 def _sh(repo: Path, *cmd: str) -> str:
@@ -67,6 +71,9 @@ def repo(tmp_path_factory) -> Path:
         "name": "own", "task": "regression",
         "source": {"_target_": "pipeline.data.sources.CsvTable", "path": "data/own.csv", "target": "price"},
         "preprocess": {"val_size": 0.2, "test_size": 0.2, "seed": 0, "missing": "fail"}}))
+    (repo / "conf/experiment/iris_mlp.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /data: iris\n  - override /model: mlp_classifier\n"
+        "task_name: iris_mlp\ntrainer:\n  max_epochs: 2\n")
     (repo / "data").mkdir()
     rng = np.random.default_rng(0)
     rows = "\n".join(f"{a:.3f},{b:.3f},{2 * a - b:.3f}" for a, b in rng.normal(size=(60, 2)))
@@ -90,14 +97,18 @@ def test_repro_runs_every_stage_then_nothing(repo):
     stages = {f"{kind}_{group}@{name}" for group, names in
               (("images", ["tiny_digits"]), ("generated", ["line"]), ("bundled", ["iris"]), ("csv", ["own"]))
               for name in names for kind in ("fetch", "preprocess")}
-    assert _ran(first) == stages
+    assert _ran(first) == stages | EXPERIMENT_STAGES
     for name in ("tiny_digits", "line", "iris", "own"):
         assert (repo / "datasets/processed" / name / "meta.json").is_file()
     assert np.load(repo / "datasets/processed/tiny_digits/test_x.npy").shape == (50, 1, 8, 8)
+    assert (repo / "experiments/iris_mlp/model.ckpt").is_file()
+    metrics = json.loads(_sh(repo, "dvc", "metrics", "show", "--json"))
+    shown = metrics[""]["data"]["experiments/iris_mlp/metrics.json"]["data"]
+    assert 0 <= shown["test/acc"] <= 1 and "test/loss" in shown
 
     second = _sh(repo, "dvc", "repro")
     assert _ran(second) == set()
-    assert second.count("didn't change, skipping") == len(stages) + 1  # + data.dvc
+    assert second.count("didn't change, skipping") == len(stages) + len(EXPERIMENT_STAGES) + 1  # + data.dvc
     assert "Data and pipelines are up to date." in _sh(repo, "dvc", "status")
 
 
@@ -112,10 +123,16 @@ def test_dag_links_fetch_to_preprocess_per_dataset_and_data_dvc_to_own_csv(repo)
 def test_changing_one_dataset_reruns_only_its_stages(repo):
     _sh(repo, "dvc", "repro")
     _edit_yaml(repo / "conf/data/line.yaml", lambda d: d["preprocess"].update(seed=7))
-    assert _ran(_sh(repo, "dvc", "repro")) == {"preprocess_generated@line"}
+    # compose re-runs on any edit under conf/, but its output (iris_mlp's composed config) is unchanged,
+    # so the experiment is not trained again
+    assert _ran(_sh(repo, "dvc", "repro")) == {"preprocess_generated@line", "compose@iris_mlp"}
+
+    preset = repo / "conf/experiment/iris_mlp.yaml"  # edited as text: its `# @package` line must stay
+    preset.write_text(preset.read_text().replace("max_epochs: 2", "max_epochs: 3"))
+    assert _ran(_sh(repo, "dvc", "repro")) == EXPERIMENT_STAGES
 
     _edit_yaml(repo / "conf/data/line.yaml", lambda d: d["source"]["generator"].update(n_samples=120))
-    assert _ran(_sh(repo, "dvc", "repro")) == {"fetch_generated@line", "preprocess_generated@line"}
+    assert _ran(_sh(repo, "dvc", "repro")) == {"fetch_generated@line", "preprocess_generated@line", "compose@iris_mlp"}
     assert sum(len(np.load(repo / f"datasets/processed/line/{s}_y.npy")) for s in ("train", "val", "test")) == 120
 
     with open(repo / "data/own.csv", "a") as fh:

@@ -101,7 +101,7 @@ def test_every_gan_experiment_runs_fast_dev_run_with_scores_and_samples(processe
     assert ("test/class_acc" in metrics) == (experiment == "mnist_cgan")
     grid = Image.open(tmp_path / "run" / "samples" / "latest.png")  # fast_dev_run has no logger: the run folder
     cols = cfg.model.grid_cols
-    rows = 10 if experiment == "mnist_cgan" else cols  # one row per class when conditional
+    rows = 10 if experiment in ("mnist_cgan", "mnist_dcgan") else cols  # one row per class (per InfoGAN code)
     assert grid.size == (cols * (SIZE + 2) + 2, rows * (SIZE + 2) + 2)
 
 
