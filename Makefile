@@ -17,12 +17,13 @@ export PIPELINE_DATA_MIRROR
 export PATH := $(BIN):$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-fast user-data clean
+.PHONY: help install run test test-fast ui user-data clean
 
 help:
 	@echo "make run        install into $(VENV) and run the pipeline (dvc repro)"
 	@echo "make test       install into $(VENV) and run every test"
 	@echo "make test-fast  the tests not marked slow"
+	@echo "make ui         the MLflow UI on the project's tracking store (runs trained with logger=mlflow)"
 	@echo "data mirror: $(or $(PIPELINE_DATA_MIRROR),none (public URLs))"
 
 $(INSTALLED): pyproject.toml
@@ -50,6 +51,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The MLflow UI on the default store of conf/logger/mlflow.yaml (or $$MLFLOW_TRACKING_URI when set).
+MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port $(or $(PORT),5000)
 
 clean:
 	rm -rf datasets .pytest_cache

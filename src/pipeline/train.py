@@ -15,6 +15,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,6 +25,7 @@ from pipeline.reports import EpochHistory, fitted_affine
 from pipeline.data.datamodule import ArrayDataModule
 from pipeline.models.base import ModelConfigError
 from pipeline.stage import CONFIG_PATH, instantiate_reporting_user_errors, run_reporting_user_errors
+from pipeline.tracking import mlflow_loggers, record_run
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("history_file"):
         callbacks.append(EpochHistory(cfg.history_file))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
+    for tracker in mlflow_loggers(loggers):
+        record_run(tracker, cfg, datamodule.meta, experiment_preset())
 
     log.info("Instantiating trainer <%s>", cfg.trainer._target_)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -89,6 +93,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("metrics_file"):
         save_json(cfg.metrics_file, {k: v for k, v in sorted(metrics.items()) if k.startswith(("test/", "fit/"))})
     return metrics
+
+
+def experiment_preset() -> str | None:
+    """The ``experiment=`` option this run was composed with, when Hydra composed it."""
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get("experiment")
 
 
 def export_checkpoint(trainer: L.Trainer, best: str | None, dest: str) -> None:
