@@ -9,6 +9,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from pipeline.checkpoints import load_module
 from pipeline.tracking import git_state, run_tags
 from pipeline.train import train
 from tests.test_train import make_cfg, processed  # noqa: F401  (the tiny-datasets fixture)
@@ -39,6 +40,12 @@ def test_a_run_records_tags_params_metrics_and_config(processed, tmp_path, store
     assert len(history) == 2  # one value per epoch
     config = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read_text())
     assert config["optimizer"]["lr"] == 0.02 and "hydra" not in config
+
+    (checkpoint,) = client.list_artifacts(run.info.run_id, "checkpoints")  # the best one
+    module, record = load_module(client.download_artifacts(run.info.run_id, checkpoint.path, str(tmp_path)))
+    assert record["family"] == "classification" and module.family == "classification"
+    summary = Path(client.download_artifacts(run.info.run_id, "model_summary.txt", str(tmp_path))).read_text()
+    assert "Trainable params" in summary and "net" in summary
 
 
 def test_the_store_follows_mlflow_tracking_uri(processed, tmp_path, monkeypatch):  # noqa: F811

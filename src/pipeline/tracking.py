@@ -9,7 +9,9 @@ module adds, once per run and from rank zero only:
   the sha256 of every raw file the dataset was built from (from the preprocess stage's
   ``meta.json``), and the DVC stage and experiment when DVC runs the command;
 - the fully composed config, flattened into params (Lightning's ``log_hyperparams``
-  flattens and shortens over-long values) and whole as ``config.yaml``.
+  flattens and shortens over-long values) and whole as ``config.yaml``;
+- after fitting, the best checkpoint (``checkpoints/``) and the model summary (layers,
+  parameter counts) as ``model_summary.txt``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
+import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.model_summary import ModelSummary
 from mlflow.entities import RunTag
 from omegaconf import DictConfig, OmegaConf
 
@@ -69,6 +73,15 @@ def record_run(logger: MLFlowLogger, cfg: DictConfig, meta: Mapping[str, Any], e
     container = composed_config(cfg)
     logger.log_hyperparams(container)
     client.log_text(run_id, OmegaConf.to_yaml(container), "config.yaml")
+
+
+@rank_zero_only
+def record_outcome(logger: MLFlowLogger, model: L.LightningModule, best_checkpoint: str | None) -> None:
+    """The best checkpoint and the model summary, as artifacts of the logger's run."""
+    client, run_id = logger.experiment, logger.run_id
+    client.log_text(run_id, str(ModelSummary(model, max_depth=-1)), "model_summary.txt")
+    if best_checkpoint:
+        client.log_artifact(run_id, best_checkpoint, "checkpoints")
 
 
 def composed_config(cfg: DictConfig) -> dict[str, Any]:

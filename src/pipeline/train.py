@@ -25,7 +25,7 @@ from pipeline.reports import EpochHistory, fitted_affine
 from pipeline.data.datamodule import ArrayDataModule
 from pipeline.models.base import ModelConfigError
 from pipeline.stage import CONFIG_PATH, instantiate_reporting_user_errors, run_reporting_user_errors
-from pipeline.tracking import mlflow_loggers, record_run
+from pipeline.tracking import mlflow_loggers, record_outcome, record_run
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     if cfg.get("model_file"):
         export_checkpoint(trainer, best, cfg.model_file)
+    for tracker in mlflow_loggers(loggers):
+        record_outcome(tracker, model, best)
 
     if cfg.get("test"):
         if best is None:
