@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from mlflow.tracking import MlflowClient
 
 from pipeline.train import build_model, train
 from tests.conftest import REPO_ROOT
@@ -85,14 +86,20 @@ def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_ddp_sim_trains_on_two_cpu_processes(processed, tmp_path):
+def test_ddp_sim_trains_on_two_cpu_processes_into_one_tracked_run(processed, tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_train(tmp_path, f"paths.processed_dir={processed}", "data=spirals", "trainer=ddp_sim",
-                       "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}")
+                       "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}", "logger=mlflow",
+                       f"logger.mlflow.tracking_uri={store}", "task_name=ddp")
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert "distributed_backend=gloo" in log and "All distributed processes registered" in log
     assert "GLOBAL_RANK: 1" in log or "world_size=2" in log.replace(" ", "") or "MEMBER: 2/2" in log
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])  # rank 0's only
+    assert run.data.tags["data.name"] == "spirals" and "test/acc" in run.data.metrics
+    assert len(client.list_artifacts(run.info.run_id, "checkpoints")) == 1
 
 
 def test_multirun_sweeps_each_combination(processed, tmp_path):
