@@ -96,7 +96,7 @@ class GANModule(L.LightningModule):
             self.generator_ema.requires_grad_(False)
         # The same noise (and labels, or codes) every time, so successive grids show the generator's
         # progress; one row per class (per code) when there are classes to draw.
-        rows = self.head_classes if conditional or self.latent_code else grid_cols
+        rows = self.head_classes if self.generator.conditional else grid_cols
         noise = torch.randn(rows * grid_cols, latent_dim, generator=torch.Generator().manual_seed(sample_seed))
         self.register_buffer("fixed_noise", noise)
         self.register_buffer("fixed_labels", torch.arange(rows).repeat_interleave(grid_cols), persistent=False)
@@ -107,7 +107,7 @@ class GANModule(L.LightningModule):
     def _check_shapes(self) -> None:
         """Run both networks on a dummy batch, so a mismatch shows before training starts."""
         z = torch.zeros(2, self.hparams.latent_dim)
-        labels = torch.zeros(2, dtype=torch.long) if self.conditional or self.latent_code else None
+        labels = torch.zeros(2, dtype=torch.long) if self.generator.conditional else None
         with torch.no_grad():
             images = self.generator.eval()(z, labels)
             self.generator.train()
@@ -115,7 +115,7 @@ class GANModule(L.LightningModule):
                 raise ValueError(f"the generator draws images of shape {list(images.shape[1:])}")
             logits, classes = self.discriminator(images)
         wrong_classes = classes is None or tuple(classes.shape) != (2, self.head_classes)
-        if tuple(logits.shape) != (2,) or ((self.aux_classifier or self.latent_code) and wrong_classes):
+        if tuple(logits.shape) != (2,) or (self.discriminator.conditional and wrong_classes):
             raise ValueError("the discriminator does not return one logit per image (and class logits when asked)")
 
     @property
@@ -127,14 +127,16 @@ class GANModule(L.LightningModule):
         """Images in [0, 1] drawn from noise ``z``: for the ``labels`` when conditional; with ``labels``
         as the codes of an InfoGAN (random codes when none are given)."""
         if self.latent_code and labels is None:
-            labels = torch.randint(self.latent_code, (z.shape[0],), device=z.device)
-        return (self.sampler(z, labels if self.conditional or self.latent_code else None) + 1) / 2
+            labels = self._generator_input(None, z.shape[0])
+        return (self.sampler(z, labels if self.sampler.conditional else None) + 1) / 2
 
-    def _random_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
-        """Uniform InfoGAN codes for ``n`` images (None without a code)."""
-        if not self.latent_code:
-            return None
-        return torch.randint(self.latent_code, (n,), generator=generator).to(self.device)
+    def _generator_input(self, labels: torch.Tensor | None, n: int,
+                         rng: torch.Generator | None = None) -> torch.Tensor | None:
+        """What the generator is told to draw for ``n`` images: uniform random InfoGAN codes, the requested
+        ``labels`` when conditional, or nothing."""
+        if self.latent_code:
+            return torch.randint(self.latent_code, (n,), generator=rng).to(self.device)
+        return labels if self.conditional else None
 
     # --- training ---------------------------------------------------------------------------------
 
@@ -154,10 +156,9 @@ class GANModule(L.LightningModule):
         real = x * 2 - 1
         n = real.shape[0]
         opt_g, opt_d = self.optimizers()
-        labels = y if self.conditional else None  # the real batch's labels: the data's class balance
-        codes = self._random_codes(n)
-        fake = self.generator(torch.randn(n, self.hparams.latent_dim, device=self.device),
-                              labels if codes is None else codes)
+        # conditional: the real batch's labels (the data's class balance); InfoGAN: random codes
+        wanted = self._generator_input(y, n)
+        fake = self.generator(torch.randn(n, self.hparams.latent_dim, device=self.device), wanted)
         ones = torch.full((n,), self.hparams.real_label, device=self.device)
         zeros = torch.zeros(n, device=self.device)
 
@@ -169,8 +170,8 @@ class GANModule(L.LightningModule):
             if self.aux_classifier:  # real images only: a class loss on generated ones lets the head learn
                 # the generator's mistakes (it drew 4s for 9 and the head learnt to call them 9s)
                 d_loss = d_loss + self.hparams.aux_weight * F.cross_entropy(real_classes, y)
-            if codes is not None:  # InfoGAN: read the code back from the generated image
-                d_loss = d_loss + self.hparams.aux_weight * F.cross_entropy(fake_codes, codes)
+            if self.latent_code:  # InfoGAN: read the code back from the generated image
+                d_loss = d_loss + self.hparams.aux_weight * F.cross_entropy(fake_codes, wanted)
             self._finite(d_loss, "discriminator")
             opt_d.zero_grad()
             self.manual_backward(d_loss)
@@ -179,10 +180,8 @@ class GANModule(L.LightningModule):
         with self.toggled_optimizer(opt_g):
             logit, classes = self.discriminator(fake)
             g_loss = F.binary_cross_entropy_with_logits(logit, torch.ones(n, device=self.device))
-            if self.conditional:
-                g_loss = g_loss + self.hparams.aux_weight * F.cross_entropy(classes, labels)
-            if codes is not None:
-                g_loss = g_loss + self.hparams.aux_weight * F.cross_entropy(classes, codes)
+            if wanted is not None:  # draw what was asked for: the requested digit, or a readable code
+                g_loss = g_loss + self.hparams.aux_weight * F.cross_entropy(classes, wanted)
             self._finite(g_loss, "generator")
             opt_g.zero_grad()
             self.manual_backward(g_loss)
@@ -301,8 +300,7 @@ class GANModule(L.LightningModule):
             m = min(self.hparams.eval_batch_size, n_samples - start)
             z = torch.randn(m, self.hparams.latent_dim, generator=rng).to(self.device)
             labels = real_labels[torch.randint(len(real_labels), (m,), generator=rng)].to(self.device)
-            codes = self._random_codes(m, rng)
-            features, probs = self.scorer(self(z, labels if codes is None else codes))
+            features, probs = self.scorer(self(z, self._generator_input(labels, m, rng)))
             fake_stats.update(features)
             fake_scores.update(probs, labels if self.conditional else None)
         self.log(f"{stage}/fid", frechet_distance(self._real_stats, fake_stats), prog_bar=True)
@@ -331,12 +329,9 @@ class GANModule(L.LightningModule):
         self._log_scores("test", self.hparams.test_samples)
 
 
-def _ema(decay: float | None) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None:
+def _ema(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """AveragedModel's update for an exponential moving average whose decay warms up as
     (1 + n) / (10 + n) towards ``decay``, so early samples are not dominated by the random start."""
-    if decay is None:
-        return None
-
     def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
         n = float(num_averaged)
         beta = min(decay, (1 + n) / (10 + n))
