@@ -9,22 +9,29 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+import mlflow
+import numpy as np
+import torch
+from mlflow.entities import Run
+
 from pipeline.checkpoints import load_module
-from pipeline.tracking import git_state, run_tags
+from pipeline.tracking.runs import git_state, run_tags
+from pipeline.tracking.store import default_artifact_location
 from pipeline.train import train
 from tests.test_train import make_cfg, processed  # noqa: F401  (the tiny-datasets fixture)
 
 
-@pytest.fixture
-def store(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+def only_run(store: str, experiment: str) -> Run:
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return run
 
 
-def test_a_run_records_tags_params_metrics_and_config(processed, tmp_path, store, monkeypatch):  # noqa: F811
+def test_a_run_records_tags_params_metrics_and_config(processed, tmp_path, mlflow_store, monkeypatch):  # noqa: F811
+    store = mlflow_store  # MLFLOW_TRACKING_URI, which the default logger (mlflow) reads
     monkeypatch.setenv("DVC_STAGE", "train@spirals_mlp")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = make_cfg(processed, tmp_path, "experiment=spirals_mlp", "logger=mlflow", f"logger.mlflow.tracking_uri={store}",
-                   "trainer.max_epochs=2", "optimizer.lr=0.02")
+    cfg = make_cfg(processed, tmp_path, "experiment=spirals_mlp", "trainer.max_epochs=2", "optimizer.lr=0.02",
+                   "trainer.log_every_n_steps=1")
     metrics = train(cfg)
 
     client = MlflowClient(store)
@@ -38,6 +45,8 @@ def test_a_run_records_tags_params_metrics_and_config(processed, tmp_path, store
     assert run.data.metrics["test/acc"] == pytest.approx(metrics["test/acc"])
     history = client.get_metric_history(run.info.run_id, "val/loss")
     assert len(history) == 2  # one value per epoch
+    steps = client.get_metric_history(run.info.run_id, "train/loss_step")  # every log_every_n_steps steps
+    assert len(steps) >= 2 and len({m.step for m in steps}) == len(steps)
     config = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read_text())
     assert config["optimizer"]["lr"] == 0.02 and "hydra" not in config
 
@@ -48,13 +57,46 @@ def test_a_run_records_tags_params_metrics_and_config(processed, tmp_path, store
     assert "Trainable params" in summary and "net" in summary
 
 
+def test_the_logged_model_takes_raw_features_and_returns_probabilities(processed, tmp_path, mlflow_store):  # noqa: F811
+    train(make_cfg(processed, tmp_path, "experiment=spirals_mlp", "trainer.max_epochs=2"))
+    run = only_run(mlflow_store, "spirals_mlp")
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    assert model.metadata.get_input_schema().inputs[0].shape == (-1, 2)
+
+    x = np.load(processed / "spirals" / "test_x.npy")[:8].astype(np.float32)  # raw, unnormalised features
+    probability = model.predict(x)[:, 0]
+    checkpoint = next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))  # the best (and only best) one
+    module, record = load_module(checkpoint)
+    mean, std = (torch.tensor(record["data"]["normalization"][k]) for k in ("mean", "std"))
+    with torch.no_grad():
+        expected = torch.sigmoid(module((torch.from_numpy(x) - mean) / std)).squeeze(1).numpy()
+    np.testing.assert_allclose(probability, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_an_image_classifier_takes_pixel_values(processed, tmp_path, mlflow_store):  # noqa: F811
+    train(make_cfg(processed, tmp_path, "data=mnist", "model=tiny_cnn", "trainer.max_epochs=1", "task_name=digits"))
+    model = mlflow.pytorch.load_model(f"runs:/{only_run(mlflow_store, 'digits').info.run_id}/model")
+    pixels = torch.from_numpy(np.load(processed / "mnist" / "test_x.npy")[:4]).float()  # uint8 values 0-255
+    probabilities = model(pixels)
+    assert probabilities.shape == (4, 10)
+    torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(4))
+
+
+def test_artifacts_of_a_local_store_land_beside_its_database(tmp_path):
+    assert default_artifact_location(f"sqlite:///{tmp_path}/a/mlflow.db", "exp") == (tmp_path / "a/mlruns/exp").as_uri()
+    assert default_artifact_location("http://127.0.0.1:5000", "exp") is None
+
+
 def test_the_store_follows_mlflow_tracking_uri(processed, tmp_path, monkeypatch):  # noqa: F811
     uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    cfg = make_cfg(processed, tmp_path, "logger=mlflow")
+    cfg = make_cfg(processed, tmp_path)
     assert cfg.logger.mlflow.tracking_uri == uri
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert make_cfg(processed, tmp_path, "logger=mlflow").logger.mlflow.tracking_uri == "sqlite:///./mlflow.db"
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert make_cfg(processed, tmp_path).logger.mlflow.tracking_uri == "sqlite:///./mlflow.db"
+    monkeypatch.setenv("DVC_ROOT", "/project")  # under DVC (also in `dvc exp run --temp` copies): the project's
+    assert make_cfg(processed, tmp_path).logger.mlflow.tracking_uri == "sqlite:////project/mlflow.db"
 
 
 def test_tags_outside_git_and_dvc(processed, tmp_path, monkeypatch):  # noqa: F811

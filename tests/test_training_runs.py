@@ -86,8 +86,8 @@ def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_ddp_sim_trains_on_two_cpu_processes_into_one_tracked_run(processed, tmp_path):
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_ddp_sim_trains_on_two_cpu_processes_into_one_tracked_run(processed, tmp_path, mlflow_store):
+    store = mlflow_store
     result = run_train(tmp_path, f"paths.processed_dir={processed}", "data=spirals", "trainer=ddp_sim",
                        "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}", "logger=mlflow",
                        f"logger.mlflow.tracking_uri={store}", "task_name=ddp")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline.data.errors import DataConfigError, DataError
 from pipeline.data.sources import Source
@@ -29,6 +30,16 @@ def project_config_dir() -> str:
 
 
 CONFIG_PATH = project_config_dir()
+
+
+def register_resolvers() -> None:
+    """``${pid:}``, the process id: with the microsecond in ``${now:}`` it keeps the run folders of
+    processes started at the same moment apart (conf/train.yaml's hydra.run.dir)."""
+    if not OmegaConf.has_resolver("pid"):
+        OmegaConf.register_new_resolver("pid", os.getpid, use_cache=True)
+
+
+register_resolvers()
 
 
 def dataset_dirs(cfg: DictConfig) -> tuple[Path, Path]:

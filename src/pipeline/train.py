@@ -15,17 +15,19 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.atomic import atomic_path, save_json
-from pipeline.checkpoints import RecordPipelineConfig, check_family, data_record, model_family
-from pipeline.reports import EpochHistory, fitted_affine
+from pipeline.checkpoints import RecordPipelineConfig, check_family, data_record, model_family, read_checkpoint
 from pipeline.data.datamodule import ArrayDataModule
 from pipeline.models.base import ModelConfigError
+from pipeline.reports import EpochHistory, fitted_affine
 from pipeline.stage import CONFIG_PATH, instantiate_reporting_user_errors, run_reporting_user_errors
-from pipeline.tracking import mlflow_loggers, record_outcome, record_run
+from pipeline.tracking.runs import mlflow_loggers, record_outcome, record_run
+from pipeline.tracking.sweep import job_run_tags
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ def build_model(cfg: DictConfig, datamodule: ArrayDataModule) -> L.LightningModu
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; return every logged metric (the sweeper reads one)."""
     L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("threads"):  # parallel sweep jobs: one or few threads each, not one per core each
+        torch.set_num_threads(int(cfg.threads))
 
     log.info("Instantiating datamodule <%s>", cfg.data.datamodule._target_)
     datamodule: ArrayDataModule = instantiate_reporting_user_errors(cfg.data.datamodule)
@@ -67,6 +71,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks.append(EpochHistory(cfg.history_file))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
     for tracker in mlflow_loggers(loggers):
+        tracker.tags = {**(tracker.tags or {}), **job_run_tags()}  # a sweep job: a child of the sweep's run
         record_run(tracker, cfg, datamodule.meta, experiment_preset())
 
     log.info("Instantiating trainer <%s>", cfg.trainer._target_)
@@ -79,18 +84,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     if cfg.get("model_file"):
         export_checkpoint(trainer, best, cfg.model_file)
-    for tracker in mlflow_loggers(loggers):
-        record_outcome(tracker, model, best)
 
     if cfg.get("test"):
         if best is None:
             log.warning("no best checkpoint (fast_dev_run or no checkpoint callback): testing the current weights")
         trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    elif best is not None:  # what is reported and logged below is the best model, tested or not
+        model.load_state_dict(read_checkpoint(best)["state_dict"])
 
-    if model.family == "regression":  # a linear model's fitted w and b (of the tested weights), in data units
+    fitted: dict[str, float] = {}
+    if model.family == "regression":  # a linear model's fitted w and b, in data units
         normalization = datamodule.meta["normalization"] if datamodule.normalize else None
-        metrics.update(fitted_affine(model.net, normalization) or {})
+        fitted = fitted_affine(model.net, normalization) or {}
+    metrics.update(fitted)
+    for tracker in mlflow_loggers(loggers):
+        record_outcome(tracker, model, datamodule, best, fitted)
 
     if cfg.get("metrics_file"):
         save_json(cfg.metrics_file, {k: v for k, v in sorted(metrics.items()) if k.startswith(("test/", "fit/"))})

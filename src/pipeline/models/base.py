@@ -63,6 +63,8 @@ class SupervisedModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self.model_step(batch, "train")
+        # The per-step curve (written every trainer.log_every_n_steps); train/loss is the epoch mean.
+        self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, batch_size=len(batch[1]))
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "

@@ -10,8 +10,10 @@ module adds, once per run and from rank zero only:
   ``meta.json``), and the DVC stage and experiment when DVC runs the command;
 - the fully composed config, flattened into params (Lightning's ``log_hyperparams``
   flattens and shortens over-long values) and whole as ``config.yaml``;
-- after fitting, the best checkpoint (``checkpoints/``) and the model summary (layers,
-  parameter counts) as ``model_summary.txt``.
+- after training, the best checkpoint (``checkpoints/``), the model summary (layers,
+  parameter counts) as ``model_summary.txt``, the fitted ``w``/``b`` of a linear regression
+  as metrics, and the trained model in MLflow's PyTorch flavour (``model``; see
+  ``pipeline.tracking.model``).
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import lightning as L
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_summary import ModelSummary
-from mlflow.entities import RunTag
 from omegaconf import DictConfig, OmegaConf
+
+from pipeline.tracking.model import log_model
+from pipeline.tracking.store import PipelineMLFlowLogger
 
 # MLflow refuses tag values over 8,000 characters; ours are short, but a path may not be.
 MAX_TAG_LENGTH = 5000
@@ -67,6 +71,8 @@ def run_tags(cfg: DictConfig, meta: Mapping[str, Any], experiment: str | None) -
 @rank_zero_only
 def record_run(logger: MLFlowLogger, cfg: DictConfig, meta: Mapping[str, Any], experiment: str | None) -> None:
     """Tags, flattened params and the composed config as ``config.yaml``, on the logger's run."""
+    from mlflow.entities import RunTag
+
     client, run_id = logger.experiment, logger.run_id
     tags = [RunTag(key, value) for key, value in run_tags(cfg, meta, experiment).items()]
     client.log_batch(run_id, tags=tags)  # one write: each costs milliseconds on a SQLite store
@@ -76,12 +82,17 @@ def record_run(logger: MLFlowLogger, cfg: DictConfig, meta: Mapping[str, Any], e
 
 
 @rank_zero_only
-def record_outcome(logger: MLFlowLogger, model: L.LightningModule, best_checkpoint: str | None) -> None:
-    """The best checkpoint and the model summary, as artifacts of the logger's run."""
+def record_outcome(logger: MLFlowLogger, model: L.LightningModule, datamodule: Any, best_checkpoint: str | None,
+                   extra_metrics: Mapping[str, float]) -> None:
+    """The best checkpoint, the model summary, metrics computed after training and the model itself."""
     client, run_id = logger.experiment, logger.run_id
     client.log_text(run_id, str(ModelSummary(model, max_depth=-1)), "model_summary.txt")
     if best_checkpoint:
         client.log_artifact(run_id, best_checkpoint, "checkpoints")
+    if extra_metrics:
+        logger.log_metrics(dict(extra_metrics))
+    if isinstance(logger, PipelineMLFlowLogger) and logger.pytorch_model:
+        log_model(run_id, logger.tracking_uri, model, datamodule)
 
 
 def composed_config(cfg: DictConfig) -> dict[str, Any]:

@@ -1,0 +1,228 @@
+"""Hydra multirun sweeps as MLflow parent/child runs, with the sweep's summary on the parent.
+
+Hydra calls ``MlflowSweepCallback`` (``hydra.callbacks`` in conf/train.yaml) in the process
+that launches the sweep, whatever the sweeper (grid, Optuna) or launcher (basic, joblib,
+submitit). Before the first job it opens the parent run; each job finds it through the
+environment variable ``PIPELINE_MLFLOW_PARENT_RUN_ID`` (inherited by local worker processes
+and by SLURM jobs alike) and tags its own run ``mlflow.parentRunId``, which is how MLflow
+nests runs (what ``mlflow.start_run(nested=True)`` does), so the UI groups them. After the
+last job the parent gets:
+
+- ``best/<metric>`` and ``best/<key>`` params: the best job's value of ``optimized_metric``
+  (``optimized_mode``: min or max) and its swept overrides; tag ``best_run_id``;
+- ``children.csv``: one row per job, its swept overrides and final metrics;
+- ``seeds.csv`` for jobs that differ only in ``seed``: mean and standard deviation of each
+  test metric per configuration; when the whole sweep is one configuration over seeds,
+  also metrics ``<metric>/mean`` and ``<metric>/std`` on the parent.
+
+MLflow is imported only when a sweep tracks: Hydra builds this callback for every run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+PARENT_RUN_ENV = "PIPELINE_MLFLOW_PARENT_RUN_ID"
+# The sweep's command-line overrides that every job shares (JSON list): left out of job run names.
+SHARED_OVERRIDES_ENV = "PIPELINE_SWEEP_SHARED_OVERRIDES"
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+MAX_RUN_NAME = 250
+
+
+def mlflow_settings(config: DictConfig) -> tuple[str, str] | None:
+    """(tracking URI, experiment name) of the config's MLflow logger; None when it has none."""
+    logger = (config.get("logger") or {}).get("mlflow") if config.get("logger") else None
+    if not logger or "_target_" not in logger:
+        return None
+    return str(logger.tracking_uri), str(logger.experiment_name)
+
+
+class MlflowSweepCallback(Callback):
+    """Opens the sweep's parent run before its jobs and summarises their runs into it afterwards."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        settings = mlflow_settings(config)
+        if settings is None:
+            return
+        from mlflow.tracking import MlflowClient
+
+        from pipeline.tracking.runs import git_state
+        from pipeline.tracking.store import experiment_id
+
+        uri, name = settings
+        client = MlflowClient(uri)
+        cli_overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
+        overrides = " ".join(cli_overrides)
+        sweep_dir = str(config.hydra.sweep.dir)
+        tags = {**git_state(config.paths.root_dir), RUN_NAME_TAG: f"sweep {os.path.basename(sweep_dir)}",
+                "pipeline.sweep": "parent", "sweep.dir": sweep_dir, "sweep.overrides": overrides[:5000],
+                "sweep.sweeper": str(config.hydra.sweeper.get("_target_", "")),
+                "sweep.launcher": str(config.hydra.launcher.get("_target_", ""))}
+        run = client.create_run(experiment_id(client, uri, name), tags=tags)
+        os.environ[PARENT_RUN_ENV] = run.info.run_id
+        os.environ[SHARED_OVERRIDES_ENV] = json.dumps(shared_overrides(cli_overrides))
+        log.info("MLflow parent run %s of sweep %s (experiment %s at %s)", run.info.run_id, sweep_dir, name, uri)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        run_id = os.environ.pop(PARENT_RUN_ENV, None)
+        os.environ.pop(SHARED_OVERRIDES_ENV, None)
+        settings = mlflow_settings(config)
+        if run_id is None or settings is None:
+            return
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(settings[0])
+        metric, mode = config.get("optimized_metric"), config.get("optimized_mode", "min")
+        summary = summarize_sweep(client, run_id, metric, mode)
+        client.set_terminated(run_id)
+        log.info("sweep summary (MLflow run %s): %s", run_id, summary)
+
+
+def job_run_tags() -> dict[str, str]:
+    """Tags that make a sweep job's run a child of the sweep's parent run, named after its overrides
+    (none outside a tracked multirun)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if not parent or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    job = HydraConfig.get().job
+    overrides = list(HydraConfig.get().overrides.task)
+    shared = set(json.loads(os.environ.get(SHARED_OVERRIDES_ENV, "[]")))
+    name = " ".join(item for item in overrides if item not in shared)
+    return {PARENT_TAG: parent, RUN_NAME_TAG: f"#{job.num} {name}"[:MAX_RUN_NAME],
+            "sweep.job": str(job.num), "sweep.overrides": json.dumps(overrides)[:5000]}
+
+
+def shared_overrides(cli_overrides: Sequence[str]) -> list[str]:
+    """The command line's overrides that are not sweeps (``a=1`` but not ``b=1,2``): every job has them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(cli_overrides))
+    return [text for text, override in zip(cli_overrides, parsed) if not override.is_sweep_override()]
+
+
+def summarize_sweep(client: Any, parent_run_id: str, metric: str | None, mode: str) -> dict[str, Any]:
+    """Write the best job, the jobs table and the per-seed statistics onto the parent run; return the best."""
+    if mode not in ("min", "max"):
+        raise ValueError(f"optimized_mode must be 'min' or 'max', got {mode!r}")
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                                  max_results=10000)
+    jobs = [_job(run) for run in children]
+    jobs.sort(key=lambda job: job["job"])
+    swept = _swept_keys(jobs)
+    client.log_text(parent_run_id, _csv(jobs, swept), "children.csv")
+    summary: dict[str, Any] = {"jobs": len(jobs)}
+    best = _best(jobs, metric, mode)
+    if best is not None:
+        client.log_batch(parent_run_id, metrics=[_metric(f"best/{metric}", best["metrics"][metric])],
+                         params=[_param(f"best/{key}", best["overrides"].get(key, "")) for key in swept])
+        client.set_tag(parent_run_id, "best_run_id", best["run_id"])
+        summary.update({"best_value": best["metrics"][metric], "best_run_id": best["run_id"],
+                        "best_params": {key: best["overrides"].get(key) for key in swept}})
+    groups = seed_groups(jobs, swept)
+    if any(len(members) > 1 for members in groups.values()):
+        client.log_text(parent_run_id, _seed_csv(groups, metric), "seeds.csv")
+        if len(groups) == 1:
+            (members,) = groups.values()
+            stats = [_metric(f"{name}/{stat}", value)
+                     for name, (mean, std) in seed_statistics(members, metric).items()
+                     for stat, value in (("mean", mean), ("std", std))]
+            client.log_batch(parent_run_id, metrics=stats)
+            summary["seeds"] = len(members)
+    return summary
+
+
+def _job(run: Any) -> dict[str, Any]:
+    tags = run.data.tags
+    overrides = dict(item.split("=", 1) for item in json.loads(tags.get("sweep.overrides", "[]")) if "=" in item)
+    return {"job": int(tags.get("sweep.job", -1)), "run_id": run.info.run_id, "status": run.info.status,
+            "overrides": overrides, "metrics": dict(run.data.metrics)}
+
+
+def _swept_keys(jobs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The override keys whose values differ between jobs (what the sweep varied)."""
+    keys = sorted({key for job in jobs for key in job["overrides"]})
+    return [key for key in keys if len({job["overrides"].get(key) for job in jobs}) > 1]
+
+
+def _best(jobs: Sequence[Mapping[str, Any]], metric: str | None, mode: str) -> Mapping[str, Any] | None:
+    scored = [job for job in jobs if metric and math.isfinite(job["metrics"].get(metric, math.nan))]
+    if not scored:
+        return None
+    choose = min if mode == "min" else max
+    return choose(scored, key=lambda job: job["metrics"][metric])
+
+
+def seed_groups(jobs: Sequence[Mapping[str, Any]], swept: Sequence[str]) -> dict[tuple, list[Mapping[str, Any]]]:
+    """Jobs grouped by their swept overrides other than ``seed``: each group is one config over seeds."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for job in jobs:
+        key = tuple((k, job["overrides"].get(k)) for k in swept if k != "seed")
+        groups.setdefault(key, []).append(job)
+    return groups
+
+
+def seed_statistics(members: Sequence[Mapping[str, Any]], metric: str | None) -> dict[str, tuple[float, float]]:
+    """Mean and sample standard deviation, over the members, of every test metric (and the optimised one)."""
+    names = sorted({name for job in members for name in job["metrics"]
+                    if name.startswith("test/") or name == metric})
+    stats = {}
+    for name in names:
+        values = [job["metrics"][name] for job in members if name in job["metrics"]]
+        stats[name] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+    return stats
+
+
+def _csv(jobs: Sequence[Mapping[str, Any]], swept: Sequence[str]) -> str:
+    metrics = sorted({name for job in jobs for name in job["metrics"] if not name.startswith(("lr-", "epoch"))})
+    rows = [[job["job"], job["run_id"], job["status"], *(job["overrides"].get(k, "") for k in swept),
+             *(job["metrics"].get(name, "") for name in metrics)] for job in jobs]
+    return _table(["job", "run_id", "status", *swept, *metrics], rows)
+
+
+def _seed_csv(groups: Mapping[tuple, Sequence[Mapping[str, Any]]], metric: str | None) -> str:
+    rows = []
+    for key, members in groups.items():
+        config = " ".join(f"{k}={v}" for k, v in key) or "(all jobs)"
+        for name, (mean, std) in seed_statistics(members, metric).items():
+            rows.append([config, len(members), name, mean, std])
+    return _table(["config", "seeds", "metric", "mean", "std"], rows)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _metric(key: str, value: float) -> Any:
+    import time
+
+    from mlflow.entities import Metric
+
+    return Metric(key, float(value), int(time.time() * 1000), 0)
+
+
+def _param(key: str, value: str) -> Any:
+    from mlflow.entities import Param
+
+    return Param(key, str(value)[:6000])
