@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO_ROOT, tiny_digits
 
@@ -139,3 +140,35 @@ def test_changing_one_dataset_reruns_only_its_stages(repo):
         fh.write("1.0,2.0,0.0\n")
     _sh(repo, "dvc", "add", "-q", "data")
     assert _ran(_sh(repo, "dvc", "repro")) == {"fetch_csv@own", "preprocess_csv@own"}
+
+
+def _experiment(shown: list[dict], name: str) -> dict:
+    """The `dvc exp show --json` record of the experiment called ``name``."""
+    for baseline in shown:
+        for experiment in baseline.get("experiments") or []:
+            for rev in experiment["revs"]:
+                if rev.get("name") == name:
+                    return rev["data"]
+    raise AssertionError(f"no experiment {name} in dvc exp show")
+
+
+def test_dvc_exp_run_sets_a_preset_key_and_its_mlflow_run_tells_the_same_story(repo, mlflow_store):
+    _sh(repo, "dvc", "repro")
+    preset = repo / "conf/experiment/iris_mlp.yaml"
+    # Hydra's override grammar: a key the preset has is set as is, a new one with a leading +
+    output = _sh(repo, "dvc", "exp", "run", "-S", "conf/experiment/iris_mlp.yaml:trainer.max_epochs=3",
+                 "-S", "conf/experiment/iris_mlp.yaml:+optimizer.lr=0.005", "-n", "lr-005")
+    assert EXPERIMENT_STAGES <= _ran(output)
+    assert preset.read_text().startswith("# @package _global_"), "the preset stays a Hydra preset"
+
+    shown = _experiment(json.loads(_sh(repo, "dvc", "exp", "show", "--json")), "lr-005")
+    params = shown["params"]["conf/experiment/iris_mlp.yaml"]["data"]
+    assert params["optimizer"]["lr"] == 0.005 and params["trainer"]["max_epochs"] == 3
+    dvc_accuracy = shown["metrics"]["experiments/iris_mlp/metrics.json"]["data"]["test/acc"]
+
+    client = MlflowClient(mlflow_store)
+    experiment_id = client.get_experiment_by_name("iris_mlp").experiment_id
+    (run,) = client.search_runs([experiment_id], "tags.`dvc.experiment` = 'lr-005'")
+    assert run.data.tags["dvc.stage"] == "train@iris_mlp" and run.data.params["optimizer/lr"] == "0.005"
+    assert run.data.params["trainer/max_epochs"] == "3"
+    assert run.data.metrics["test/acc"] == pytest.approx(dvc_accuracy)
