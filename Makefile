@@ -24,6 +24,7 @@ help:
 	@echo "make test       install into $(VENV) and run every test"
 	@echo "make test-fast  the tests not marked slow"
 	@echo "make ui         the MLflow UI on the project's tracking store (runs trained with logger=mlflow)"
+	@echo "make screenshots  PNGs of the MLflow UI (runs table, charts, a run's artifacts) into docs/images"
 	@echo "data mirror: $(or $(PIPELINE_DATA_MIRROR),none (public URLs))"
 
 $(INSTALLED): pyproject.toml
@@ -56,6 +57,17 @@ test-fast: install
 MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port $(or $(PORT),5000)
+
+# Screenshots of the MLflow UI for the docs, in headless Chromium (Debian's; installed with apt
+# when missing and we are root): the newest sweep's runs table and charts, one run's artifacts.
+.PHONY: screenshots
+screenshots: install
+	@test -x "$${CHROMIUM:-/usr/bin/chromium}" || command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Chromium (apt-get install chromium)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	  else echo "Chromium is missing: sudo apt-get install -y chromium (or set CHROMIUM=/path/to/chromium)" >&2; exit 1; fi; }
+	$(BIN)/python docs/screenshots.py --tracking-uri $(MLFLOW_TRACKING_URI) --out docs/images
 
 clean:
 	rm -rf datasets .pytest_cache
