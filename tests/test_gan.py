@@ -99,7 +99,7 @@ def test_every_gan_experiment_runs_fast_dev_run_with_scores_and_samples(processe
     assert 1 - 1e-6 <= metrics["test/is"] <= 10 + 1e-6
     assert {"train/d_loss", "train/g_loss", "val/fid", "val/is"} <= metrics.keys()
     assert ("test/class_acc" in metrics) == (experiment == "mnist_cgan")
-    grid = Image.open(tmp_path / "run" / "samples" / "latest.png")  # fast_dev_run has no logger: the run folder
+    grid = Image.open(tmp_path / "run" / "figures" / "samples_final.png")  # drawn by the GANProgress callback
     cols = cfg.model.grid_cols
     rows = 10 if experiment in ("mnist_cgan", "mnist_dcgan") else cols  # one row per class (per InfoGAN code)
     assert grid.size == (cols * (SIZE + 2) + 2, rows * (SIZE + 2) + 2)
@@ -107,7 +107,7 @@ def test_every_gan_experiment_runs_fast_dev_run_with_scores_and_samples(processe
 
 def test_checkpoint_holds_only_the_gan_and_reloads(processed, scorer, tmp_path):
     cfg = gan_cfg(processed, tmp_path, scorer, "mnist_cgan", "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
-                  "data.datamodule.batch_size=64", "model.sample_every_n_steps=2", "test=false")
+                  "data.datamodule.batch_size=64", "callbacks.gan_progress.every_n_steps=2", "test=false")
     train(cfg)
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(path, weights_only=True)
@@ -121,8 +121,16 @@ def test_checkpoint_holds_only_the_gan_and_reloads(processed, scorer, tmp_path):
     assert images.shape == (4, 1, SIZE, SIZE) and 0 <= images.min() and images.max() <= 1
     with pytest.raises(ModelConfigError, match="holds a gan model"):
         load_module(path, family="classification")
-    samples = tmp_path / "run" / "csv" / "version_0" / "samples"  # trainer.log_dir: the CSV logger's folder
-    assert {p.name for p in samples.iterdir()} == {"step_000002.png", "step_000003.png", "latest.png"}
+    # a checkpoint written before the grid interval moved to the GANProgress callback still loads
+    checkpoint["pipeline"]["model"]["sample_every_n_steps"] = 500
+    torch.save(checkpoint, old := tmp_path / "old.ckpt")
+    assert isinstance(load_module(old, family="gan")[0], GANModule)
+    checkpoint["pipeline"]["model"]["sample_evry_n_steps"] = 500  # any other unknown key still fails
+    torch.save(checkpoint, tmp_path / "typo.ckpt")
+    with pytest.raises(ModelConfigError, match="sample_evry_n_steps"):
+        load_module(tmp_path / "typo.ckpt", family="gan")
+    samples = tmp_path / "run" / "figures" / "samples"  # every 2 batches, and the last one
+    assert {p.name for p in samples.iterdir()} == {"step_000002.png", "step_000003.png"}
 
 
 def test_ema_generator_averages_the_trained_one_and_is_checkpointed(processed, scorer, tmp_path):
@@ -145,7 +153,7 @@ def test_ema_generator_averages_the_trained_one_and_is_checkpointed(processed, s
 def test_infogan_code_conditions_the_generator_and_is_read_back(processed, scorer, tmp_path):
     cfg = gan_cfg(processed, tmp_path, scorer, "mnist_dcgan", "model.aux_classifier=false", "model.latent_code=4",
                   "trainer.max_epochs=1", "+trainer.limit_train_batches=3", "data.datamodule.batch_size=32",
-                  "model.sample_every_n_steps=0", "test=false")
+                  "callbacks.gan_progress.every_n_steps=0", "test=false")
     train(cfg)
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     module, _ = load_module(path, family="gan")
@@ -154,8 +162,9 @@ def test_infogan_code_conditions_the_generator_and_is_read_back(processed, score
     z = torch.randn(1, module.hparams.latent_dim).repeat(4, 1)
     images = module.eval()(z, torch.arange(4))
     assert not torch.allclose(images[0], images[1])  # same noise, another code: another image
-    grid = Image.open(tmp_path / "run" / "csv" / "version_0" / "samples" / "latest.png")
+    grid = Image.open(tmp_path / "run" / "figures" / "samples_final.png")
     assert grid.size[1] == 4 * (SIZE + 2) + 2  # one row per code
+    assert (tmp_path / "run" / "figures" / "samples_per_code.png").is_file()
     assert module(torch.randn(3, module.hparams.latent_dim)).shape == (3, 1, SIZE, SIZE)  # random codes
 
 

@@ -93,8 +93,8 @@ def load_module(path: str | Path, family: str | None = None,
     if data["task"] == "classification":
         shape_args["num_classes"] = len(data["class_names"])
     try:
-        module = instantiate(model_config or record["model"], optimizer=None, scheduler=None, _convert_="all",
-                             **shape_args)
+        module = instantiate(without_retired_keys(model_config or record["model"]), optimizer=None, scheduler=None,
+                             _convert_="all", **shape_args)
     except InstantiationException as exc:
         if isinstance(exc.__cause__, ModelConfigError):
             raise exc.__cause__ from None
@@ -106,6 +106,15 @@ def load_module(path: str | Path, family: str | None = None,
             f"checkpoint {path} ({record['model']['_target_']} trained on data={data['name']}) does not fit "
             f"the model config: {str(exc).splitlines()[0]} {_summarise_key_errors(exc)}") from None
     return module.eval(), record
+
+
+def without_retired_keys(model_config: dict[str, Any]) -> dict[str, Any]:
+    """The model config without the keys its class lists as ``retired_hparams``: settings older checkpoints
+    recorded that have moved elsewhere (e.g. the GAN's grid interval, now a callback's), so they still load.
+
+    Only listed keys are dropped: any other unknown key still fails, naming itself."""
+    retired = getattr(get_class(model_config["_target_"]), "retired_hparams", frozenset())
+    return {key: value for key, value in model_config.items() if key not in retired}
 
 
 def _summarise_key_errors(exc: RuntimeError) -> str:

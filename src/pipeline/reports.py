@@ -27,15 +27,15 @@ def write_csv(dest: str | Path, header: Sequence[str], rows: Iterable[Sequence[A
         writer.writerows(rows)
 
 
-class EpochHistory(Callback):
-    """One CSV row per epoch of the epoch-level metrics (train/…, val/…, learning rate): the loss curves.
+class EpochRows(Callback):
+    """Collects one row per training epoch of the epoch-level metrics (train/…, val/…, learning rate).
 
-    Written after every epoch, so a long run's curve can be plotted while it trains
-    (``dvc plots show``); Lightning's CSVLogger mixes step and epoch rows in one table.
+    The shared source of the history CSV (``EpochHistory``) and the loss-curve figure
+    (``pipeline.tracking.callbacks.LossCurves``). The rows are callback state, so resuming
+    from last.ckpt keeps the earlier epochs' rows.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -46,15 +46,33 @@ class EpochHistory(Callback):
             if name.startswith(("train/", "val/", "lr-")) and value.numel() == 1:
                 row[name] = float(value)
         self.rows.append(row)
-        columns = ["epoch", "step", *sorted({k for r in self.rows for k in r} - {"epoch", "step"})]
-        write_csv(self.path, columns,
-                  ([_plain(r.get(c)) for c in columns] for r in self.rows))
+        self.row_added(trainer)
 
-    def state_dict(self) -> dict[str, Any]:  # resuming from last.ckpt keeps the earlier epochs' rows
+    def row_added(self, trainer: L.Trainer) -> None:
+        """Called after each new row; subclasses write or draw here."""
+
+    def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict.get("rows", []))
+
+
+class EpochHistory(EpochRows):
+    """The epoch rows as CSV: the loss curves ``dvc plots show`` draws.
+
+    Written after every epoch, so a long run's curve can be plotted while it trains;
+    Lightning's CSVLogger mixes step and epoch rows in one table.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+
+    def row_added(self, trainer: L.Trainer) -> None:
+        columns = ["epoch", "step", *sorted({k for r in self.rows for k in r} - {"epoch", "step"})]
+        write_csv(self.path, columns,
+                  ([_plain(r.get(c)) for c in columns] for r in self.rows))
 
 
 def _plain(value: float | None) -> str:

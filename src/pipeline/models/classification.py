@@ -58,6 +58,12 @@ class ClassificationModule(SupervisedModule):
         self.log_dict(stage_metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(y))
         return loss
 
+    @torch.no_grad()
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted class indices of a (normalised) batch: the sign of the one logit, or the argmax."""
+        logits = self(x)
+        return (logits[:, 0] > 0).long() if self.binary else logits.argmax(dim=1)
+
     def on_test_epoch_end(self) -> None:
         confusion = self.test_confusion.compute()
         per_class = confusion.diag() / confusion.sum(dim=1).clamp(min=1)

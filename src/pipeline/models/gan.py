@@ -4,13 +4,13 @@ Two networks, two optimizers, so Lightning's manual optimisation: each batch tak
 discriminator step, then one generator step. Images arrive in [0, 1] (the experiments set
 ``data.datamodule.normalize: false``) and are mapped to the generator's tanh range [-1, 1].
 Quality is scored at validation and test end by a classifier this pipeline trained
-(``scorer_checkpoint``; see ``pipeline.models.gan_metrics``), and a fixed-noise sample grid
-is written every ``sample_every_n_steps`` steps to ``<log dir>/samples/``.
+(``scorer_checkpoint``; see ``pipeline.models.gan_metrics``). ``sample_grid()`` draws the
+fixed-noise grid; the ``GANProgress`` callback (``pipeline.tracking.callbacks``) decides when
+to draw it and where the frames go.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,13 +49,16 @@ class GANModule(L.LightningModule):
 
     task = "classification"  # trains on labelled image datasets
     family = "gan"
+    # Hyperparameters older checkpoints recorded that no longer configure the module
+    # (pipeline.checkpoints.load_module drops them): the grid interval is GANProgress's now.
+    retired_hparams = frozenset({"sample_every_n_steps"})
 
     def __init__(self, generator: Callable[..., Generator], discriminator: Callable[..., Discriminator],
                  input_shape: Sequence[int], num_classes: int,
                  optimizer: Callable[..., torch.optim.Optimizer] | None,
                  scheduler: Callable[..., Any] | None = None, latent_dim: int = 100, conditional: bool = False,
                  aux_classifier: bool = False, aux_weight: float = 1.0, real_label: float = 1.0,
-                 sample_every_n_steps: int = 500, grid_cols: int = 8, scorer_checkpoint: str | None = None,
+                 grid_cols: int = 8, scorer_checkpoint: str | None = None,
                  val_samples: int = 2000, test_samples: int = 10000, eval_batch_size: int = 1000,
                  sample_seed: int = 0, ema_decay: float | None = None, latent_code: int = 0) -> None:
         super().__init__()
@@ -101,7 +104,6 @@ class GANModule(L.LightningModule):
         self.register_buffer("fixed_noise", noise)
         self.register_buffer("fixed_labels", torch.arange(rows).repeat_interleave(grid_cols), persistent=False)
         self.scorer: Scorer | None = None
-        self._samples_dir: Path | None = None
         self._reset_real()
 
     def _check_shapes(self) -> None:
@@ -191,9 +193,6 @@ class GANModule(L.LightningModule):
 
         self.log("train/d_loss", d_loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
         self.log("train/g_loss", g_loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
-        every = self.hparams.sample_every_n_steps
-        if every and self.iterations % every == 0:
-            self.save_samples()
 
     def on_train_epoch_end(self) -> None:
         for scheduler in self._schedulers():
@@ -203,9 +202,6 @@ class GANModule(L.LightningModule):
                     scheduler.step(metric)
             else:
                 scheduler.step()
-
-    def on_train_end(self) -> None:
-        self.save_samples()  # the final generator's grid, whatever the step count
 
     def _schedulers(self) -> list[Any]:
         schedulers = self.lr_schedulers()
@@ -224,10 +220,6 @@ class GANModule(L.LightningModule):
 
     # --- sample grids -----------------------------------------------------------------------------
 
-    def on_fit_start(self) -> None:
-        # trainer.log_dir must be read on every rank (it broadcasts); only rank zero writes.
-        self._samples_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "samples"
-
     @torch.no_grad()
     def sample_grid(self) -> torch.Tensor:
         """The fixed-noise grid, drawn by the generator in eval mode (one row per class when conditional)."""
@@ -240,21 +232,13 @@ class GANModule(L.LightningModule):
             sampler.train(was_training)
         return images.clamp(0, 1).cpu()
 
-    def save_samples(self, path: str | Path | None = None) -> None:
-        """Write the grid atomically to ``path``, or else to ``samples/step_XXXXXX.png`` and ``samples/latest.png``."""
-        if self._trainer is not None and not self.trainer.is_global_zero:
-            return
-        if path is not None:
-            targets = [Path(path)]
-        elif self._samples_dir is not None:
-            targets = [self._samples_dir / f"step_{self.iterations:06d}.png", self._samples_dir / "latest.png"]
-        else:  # not fitting, and no path given: nowhere to put a step grid
-            return
-        buffer = io.BytesIO()
-        save_image(self.sample_grid(), buffer, nrow=self.hparams.grid_cols, format="png", padding=2)
-        for target in targets:
-            with atomic_open(target, "wb") as fh:
-                fh.write(buffer.getvalue())
+    def save_samples(self, path: str | Path) -> None:
+        """Write the grid as a PNG, atomically: ``pipeline.evaluate``'s ``plots/samples.png`` for DVC.
+
+        During training the ``GANProgress`` callback draws the grids instead.
+        """
+        with atomic_open(path, "wb") as fh:
+            save_image(self.sample_grid(), fh, nrow=self.hparams.grid_cols, format="png", padding=2)
 
     # --- scoring ----------------------------------------------------------------------------------
 

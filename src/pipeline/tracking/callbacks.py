@@ -1,0 +1,313 @@
+"""Figures of a run, drawn by Lightning callbacks (the modules only train): ``conf/callbacks/figures.yaml``.
+
+Every callback decides for itself whether it applies (by the module's family and the
+datamodule's task and input shape), so one config serves every experiment. Figures go to
+``<run folder>/figures/`` (``trainer.default_root_dir``, beside ``checkpoints/`` and
+``history.csv``) and, for every ``MLFlowLogger`` of the trainer, to the MLflow run's
+``figures/`` artifacts. Only global rank zero draws. Nothing is drawn per batch: figures at
+fit or test end, GAN frames every ``every_n_steps`` batches.
+
+A figure hook that fails is logged as a warning with its traceback and its figure skipped: a
+plotting problem must not throw away the hours of training before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import MLFlowLogger
+from matplotlib.figure import Figure
+from PIL import Image
+
+from pipeline.reports import EpochRows
+from pipeline.tracking import figures
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_DIR = "figures"
+PREDICT_BATCH = 8192  # grid points or test images per forward pass when a callback predicts
+
+Hook = Callable[..., None]
+
+
+def guarded(hook: Hook) -> Hook:
+    """A figure hook whose failure is logged, not raised (see the module docstring)."""
+    @functools.wraps(hook)
+    def run(self: Callback, *args: Any, **kwargs: Any) -> None:
+        try:
+            hook(self, *args, **kwargs)
+        except Exception:  # noqa: BLE001 - a figure must never cost the run
+            log.warning("%s.%s failed: its figure is skipped", type(self).__name__, hook.__name__, exc_info=True)
+
+    return run
+
+
+class FigureCallback(Callback):
+    """Where figures are written (``dirpath``, default ``<trainer.default_root_dir>/figures``) and logged."""
+
+    def __init__(self, dirpath: str | None = None) -> None:
+        self.dirpath = dirpath
+
+    def figures_dir(self, trainer: L.Trainer) -> Path:
+        return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / ARTIFACT_DIR
+
+    def publish(self, trainer: L.Trainer, name: str, draw: Callable[[Path], Any], subdir: str = "") -> Path | None:
+        """Write ``figures/<subdir>/<name>`` with ``draw(path)`` and log it to MLflow; on rank zero only."""
+        if not trainer.is_global_zero:
+            return None
+        path = self.figures_dir(trainer) / subdir / name
+        draw(path)
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                logger.experiment.log_artifact(logger.run_id, str(path), f"{ARTIFACT_DIR}/{subdir}".rstrip("/"))
+        return path
+
+    def publish_figure(self, trainer: L.Trainer, name: str, make: Callable[[], Figure]) -> Path | None:
+        """``publish`` for a matplotlib figure built by ``make()`` (built only on rank zero)."""
+        return self.publish(trainer, name, lambda path: figures.save_png(make(), path))
+
+
+# --- helpers: the datamodule's raw data, and predictions of the module on it ---------------------------
+
+
+def _datamodule(trainer: L.Trainer) -> Any | None:
+    """The trainer's ``ArrayDataModule`` (anything with its ``splits``, ``input_shape`` and ``class_names``)."""
+    datamodule = getattr(trainer, "datamodule", None)
+    return datamodule if hasattr(datamodule, "splits") and hasattr(datamodule, "input_shape") else None
+
+
+def _input_shape(trainer: L.Trainer) -> tuple[int, ...] | None:
+    datamodule = _datamodule(trainer)
+    return tuple(datamodule.input_shape) if datamodule is not None else None
+
+
+def _class_names(datamodule: Any, k: int) -> list[str]:
+    names = list(getattr(datamodule, "class_names", []) or [])
+    return names if len(names) == k else [str(i) for i in range(k)]
+
+
+@contextlib.contextmanager
+def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Eval mode (batch norm statistics, no dropout) for the block, then back to the module's mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def _predict(pl_module: L.LightningModule, datamodule: Any, x: torch.Tensor,
+             fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``fn`` of raw inputs ``x``, normalised on the module's device as training batches are, batch by batch."""
+    outputs = []
+    with _eval_mode(pl_module), torch.no_grad():
+        for chunk in x.split(PREDICT_BATCH):
+            chunk = chunk.to(pl_module.device)
+            inputs = datamodule.on_after_batch_transfer((chunk, torch.zeros(len(chunk))), 0)[0]
+            outputs.append(fn(inputs).cpu())
+    return torch.cat(outputs)
+
+
+# --- the callbacks ----------------------------------------------------------------------------------------
+
+
+class LossCurves(EpochRows, FigureCallback):
+    """``loss_curves.png`` at fit end: every per-epoch train/val metric (GANs: d_loss, g_loss, val/fid)."""
+
+    def __init__(self, dirpath: str | None = None) -> None:
+        EpochRows.__init__(self)
+        FigureCallback.__init__(self, dirpath)
+
+    @guarded
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.rows:
+            self.publish_figure(trainer, "loss_curves.png", lambda: figures.loss_curves(self.rows))
+
+
+class _ModelOnData(FigureCallback):
+    """A figure of the model over its training points, drawn at fit end and again after testing, so the
+    file shows the tested weights (the best checkpoint) when the run tests, the final weights otherwise."""
+
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        raise NotImplementedError
+
+    @guarded
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.draw(trainer, pl_module)
+
+    @guarded
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.draw(trainer, pl_module)
+
+
+class DecisionBoundary(_ModelOnData):
+    """``decision_boundary.png`` of a classifier on 2-D data: its class regions under the training points."""
+
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if getattr(pl_module, "family", None) != "classification" or _input_shape(trainer) != (2,):
+            return
+        datamodule = _datamodule(trainer)
+        x, y = datamodule.splits["train"].tensors
+        names = _class_names(datamodule, pl_module.num_classes)
+
+        def predict(points: np.ndarray) -> np.ndarray:
+            return _predict(pl_module, datamodule, torch.from_numpy(points), pl_module.classify).numpy()
+
+        self.publish_figure(trainer, "decision_boundary.png",
+                            lambda: figures.decision_boundary(predict, x.numpy(), y.numpy(), names))
+
+
+class FittedCurve(_ModelOnData):
+    """``fitted_curve.png`` of a regression on 1-D data: the training points and the model's curve through them."""
+
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if getattr(pl_module, "family", None) != "regression" or _input_shape(trainer) != (1,):
+            return
+        datamodule = _datamodule(trainer)
+        x, y = datamodule.splits["train"].tensors
+
+        def make() -> Figure:
+            predicted = _predict(pl_module, datamodule, x, lambda inputs: pl_module(inputs)[:, 0])
+            return figures.fitted_curve(x[:, 0].numpy(), y.numpy(), predicted.numpy())
+
+        self.publish_figure(trainer, "fitted_curve.png", make)
+
+
+class ConfusionMatrix(FigureCallback):
+    """``confusion_matrix.png`` at test end, from the matrix the classification module accumulated."""
+
+    @guarded
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        matrix = getattr(pl_module, "confusion_matrix", None)
+        if getattr(pl_module, "family", None) != "classification" or matrix is None:
+            return
+        names = _class_names(_datamodule(trainer), len(matrix))
+        self.publish_figure(trainer, "confusion_matrix.png",
+                            lambda: figures.confusion_matrix(matrix.numpy(), names))
+
+
+class MisclassifiedExamples(FigureCallback):
+    """``misclassified.png`` at test end: up to ``max_images`` wrongly classified test images (images only).
+
+    Predicts the test split again, batch by batch, until it has found ``max_images`` mistakes:
+    a fraction of one test pass for a good model.
+    """
+
+    def __init__(self, max_images: int = 32, dirpath: str | None = None) -> None:
+        super().__init__(dirpath)
+        if max_images < 1:
+            raise ValueError(f"MisclassifiedExamples.max_images must be at least 1, got {max_images}")
+        self.max_images = max_images
+
+    @guarded
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        shape = _input_shape(trainer)
+        if getattr(pl_module, "family", None) != "classification" or shape is None or len(shape) != 3:
+            return
+        if not trainer.is_global_zero:
+            return
+        datamodule = _datamodule(trainer)
+        wrong = self._mistakes(pl_module, datamodule)
+        if wrong is None:
+            log.info("no misclassified test images: misclassified.png not drawn")
+            return
+        names = _class_names(datamodule, pl_module.num_classes)
+        self.publish_figure(trainer, "misclassified.png", lambda: figures.misclassified(*wrong, names))
+
+    def _mistakes(self, pl_module: L.LightningModule, datamodule: Any) -> tuple[np.ndarray, list, list] | None:
+        """The first ``max_images`` misclassified test images (raw pixels), their labels and predictions."""
+        x, y = datamodule.splits["test"].tensors
+        batch = int(getattr(datamodule, "eval_batch_size", PREDICT_BATCH))
+        images, true, predicted = [], [], []
+        for start in range(0, len(x), batch):
+            xs, ys = x[start:start + batch], y[start:start + batch]
+            guesses = _predict(pl_module, datamodule, xs, pl_module.classify)
+            wrong = (guesses != ys).nonzero()[:, 0][: self.max_images - len(images)]
+            images.extend(xs[wrong].numpy())
+            true.extend(ys[wrong].tolist())
+            predicted.extend(guesses[wrong].tolist())
+            if len(images) >= self.max_images:
+                break
+        return (np.stack(images), true, predicted) if images else None
+
+
+class GANProgress(FigureCallback):
+    """The fixed-noise sample grid of a GAN over training (anything with ``sample_grid()``).
+
+    Every ``every_n_steps`` batches (0: only at the end) ``figures/samples/step_XXXXXX.png``; at
+    fit end the last step's grid too, ``samples_final.png``, ``samples.gif`` (every grid of this
+    fit, in order) and, when the rows are classes (conditional GAN) or InfoGAN codes,
+    ``samples_per_class.png`` / ``samples_per_code.png`` with each row labelled. A grid is
+    tiled pixels, not a matplotlib figure, so a frame costs one generator pass and a PNG write.
+    """
+
+    def __init__(self, every_n_steps: int = 500, dirpath: str | None = None) -> None:
+        super().__init__(dirpath)
+        if every_n_steps < 0:
+            raise ValueError(f"GANProgress.every_n_steps must be 0 (only at the end) or positive, got {every_n_steps}")
+        self.every_n_steps = every_n_steps
+        self.frames: list[Image.Image] = []
+        self._last_step: int | None = None
+
+    @staticmethod
+    def applies(pl_module: L.LightningModule) -> bool:
+        return callable(getattr(pl_module, "sample_grid", None))
+
+    @staticmethod
+    def _step(trainer: L.Trainer, pl_module: L.LightningModule) -> int:
+        return int(getattr(pl_module, "iterations", trainer.global_step))  # GANs: batches, not optimizer steps
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.frames, self._last_step = [], None
+
+    @guarded
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = self._step(trainer, pl_module)
+        if self.every_n_steps and step % self.every_n_steps == 0 and self.applies(pl_module):
+            self._frame(trainer, pl_module, step)
+
+    @guarded
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.applies(pl_module) or not trainer.is_global_zero:
+            return
+        step = self._step(trainer, pl_module)
+        if step != self._last_step:
+            self._frame(trainer, pl_module, step)
+        if not self.frames:
+            return
+        final = self.frames[-1]
+        self.publish(trainer, "samples_final.png", lambda path: figures.save_image(final, path))
+        labels, name = self._row_labels(trainer, pl_module)
+        if labels:
+            self.publish_figure(trainer, name, lambda: figures.labelled_grid(
+                final, labels, f"{name.removesuffix('.png').replace('_', ' ')} (step {step})"))
+        if len(self.frames) > 1:
+            self.publish(trainer, "samples.gif", lambda path: figures.save_gif(self.frames, path))
+
+    def _frame(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        if not trainer.is_global_zero or step == self._last_step:
+            return
+        image = figures.image_grid(pl_module.sample_grid(), nrow=int(getattr(pl_module.hparams, "grid_cols", 8)))
+        self.publish(trainer, f"step_{step:06d}.png", lambda path: figures.save_image(image, path), subdir="samples")
+        self.frames.append(image)
+        self._last_step = step
+
+    @staticmethod
+    def _row_labels(trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[list[str], str]:
+        """What each grid row was drawn for, and the labelled grid's file name; no labels for an unconditional GAN."""
+        if getattr(pl_module, "latent_code", 0):
+            return [f"code {i}" for i in range(pl_module.latent_code)], "samples_per_code.png"
+        if getattr(pl_module, "conditional", False):
+            return _class_names(_datamodule(trainer), pl_module.num_classes), "samples_per_class.png"
+        return [], ""
