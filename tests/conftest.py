@@ -126,13 +126,15 @@ def migrated_mlflow_db(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def mlflow_store(tmp_path: Path, migrated_mlflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test tracks into its own fresh store in tmp_path (never the project's mlflow.db).
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory, migrated_mlflow_db: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test tracks into its own fresh store (never the project's mlflow.db), in a folder of its own
+    so tests that list their tmp_path see only their files.
 
     MLFLOW_TRACKING_URI is what conf/logger/mlflow.yaml reads; artifacts land beside the
-    database, in tmp_path/mlruns.
+    database, in <store folder>/mlruns.
     """
-    db = tmp_path / "mlflow.db"
+    db = tmp_path_factory.mktemp("mlflow-store") / "mlflow.db"
     shutil.copyfile(migrated_mlflow_db, db)
     uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -43,7 +43,8 @@ class EpochRows(Callback):
             return
         row = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
         for name, value in trainer.callback_metrics.items():
-            if name.startswith(("train/", "val/", "lr-")) and value.numel() == 1:
+            # epoch-level only: train/loss_step is the per-step curve, already in the tracker
+            if name.startswith(("train/", "val/", "lr-")) and not name.endswith("_step") and value.numel() == 1:
                 row[name] = float(value)
         self.rows.append(row)
         self.row_added(trainer)
