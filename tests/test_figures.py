@@ -12,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+import mlflow
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, open_dict
 from PIL import Image
@@ -160,6 +161,18 @@ def test_gan_logs_step_grids_animation_and_final_grids(processed, in_tmp, mlflow
     assert_png(logged["samples_per_class.png"])
     with Image.open(logged["samples.gif"]) as gif:
         assert gif.format == "GIF" and gif.n_frames == 3
+
+    # The run's other artifacts: a model summary with layer sizes, and the generator as an MLflow model
+    client = MlflowClient(mlflow_store)
+    (run,) = client.search_runs([client.get_experiment_by_name("mnist_cgan").experiment_id])
+    summary = Path(client.download_artifacts(run.info.run_id, "model_summary.txt", str(in_tmp))).read_text()
+    assert "Out sizes" in summary and "[2, 1, 16, 16]" in summary
+    generator = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    noise_and_class = np.zeros((3, cfg.model.latent_dim + 1), dtype=np.float32)
+    noise_and_class[:, -1] = [0, 3, 9]  # the digits asked for
+    images = generator.predict(noise_and_class)
+    assert images.shape == (3, 1, 16, 16) and images.min() >= 0 and images.max() <= 1
+    assert not np.allclose(images[0], images[2]), "the class column changes what is drawn"
 
 
 def test_without_mlflow_the_figures_land_in_the_run_folder(processed, in_tmp, mlflow_store):  # noqa: F811

@@ -103,6 +103,10 @@ class GANModule(L.LightningModule):
         noise = torch.randn(rows * grid_cols, latent_dim, generator=torch.Generator().manual_seed(sample_seed))
         self.register_buffer("fixed_noise", noise)
         self.register_buffer("fixed_labels", torch.arange(rows).repeat_interleave(grid_cols), persistent=False)
+        # A dummy input for the model summary's layer input/output sizes (the generator's forward);
+        # labels given even for an InfoGAN code, so the summary draws no random numbers.
+        z = torch.zeros(2, latent_dim)
+        self.example_input_array = (z, torch.zeros(2, dtype=torch.long)) if self.generator.conditional else z
         self.scorer: Scorer | None = None
         self._reset_real()
 
