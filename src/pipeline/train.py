@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.allocator import tune_allocator
 from pipeline.atomic import atomic_path, save_json
 from pipeline.checkpoints import RecordPipelineConfig, check_family, data_record, model_family, read_checkpoint
 from pipeline.data.datamodule import ArrayDataModule
@@ -52,6 +53,8 @@ def build_model(cfg: DictConfig, datamodule: ArrayDataModule) -> L.LightningModu
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; return every logged metric (the sweeper reads one)."""
     L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("tune_allocator", True):
+        tune_allocator()
     if cfg.get("threads"):  # parallel sweep jobs: one or few threads each, not one per core each
         torch.set_num_threads(int(cfg.threads))
 

@@ -50,12 +50,9 @@ class ClassificationModule(SupervisedModule):
         else:
             loss = self.loss_fn(logits, y)
             scores, predicted = logits, logits.argmax(dim=1)
-        stage_metrics = getattr(self, f"{stage}_metrics")
-        stage_metrics.update(scores.detach(), y)
+        getattr(self, f"{stage}_metrics").update(scores.detach(), y)
         if stage == "test":
             self.test_confusion.update(predicted, y)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
-        self.log_dict(stage_metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(y))
         return loss
 
     @torch.no_grad()
@@ -65,6 +62,7 @@ class ClassificationModule(SupervisedModule):
         return (logits[:, 0] > 0).long() if self.binary else logits.argmax(dim=1)
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
         confusion = self.test_confusion.compute()
         per_class = confusion.diag() / confusion.sum(dim=1).clamp(min=1)
         for index, accuracy in enumerate(per_class.tolist()):

@@ -32,8 +32,5 @@ class RegressionModule(SupervisedModule):
         x, y = batch
         pred = self(x).squeeze(1)
         loss = self.loss_fn(pred, y)
-        stage_metrics = getattr(self, f"{stage}_metrics")
-        stage_metrics.update(pred.detach(), y)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
-        self.log_dict(stage_metrics, on_step=False, on_epoch=True, batch_size=len(y))
+        getattr(self, f"{stage}_metrics").update(pred.detach(), y)
         return loss

@@ -1,0 +1,80 @@
+"""Benchmark 1: the pipeline's time per epoch against a plain PyTorch loop on the same network and data.
+
+(a) ``bench.plain_loop``: the network built by the same builder, the preprocessed arrays as
+float tensors sliced per step, the same optimizer, batch size and number of steps, and a
+validation pass per epoch. (b) ``python -m pipeline.train`` as users run it: default
+callbacks (checkpoints, early stopping, LR monitor, progress bar, figures), MLflow logging on,
+with a timing probe. An epoch is timed from its start to the end of its validation pass,
+checkpoints and logging; the ratio is (b)/(a) of the medians.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench import setup
+from bench.harness import Measured, interleave, median, pipeline_train, python, run, spread
+from bench.report import Result, Target
+
+
+@dataclass
+class Case:
+    label: str
+    limit: float  # the target ratio (b)/(a)
+    pipeline: list[str]  # overrides of python -m pipeline.train
+    plain: list[str]  # arguments of bench.plain_loop
+
+
+def cases(epochs: int) -> list[Case]:
+    mnist = str(setup.project_processed("mnist"))
+    return [
+        Case("course CNN (5,521 params), MNIST, batch 128", 1.05,
+             ["experiment=mnist_cnn", "model=tiny_cnn"],
+             ["--processed-dir", mnist, "--net", "tiny_cnn", "--optimizer", "adam", "--lr", "0.001",
+              "--batch-size", "128"]),
+        Case("strong CNN (width 16), MNIST, batch 128", 1.05,
+             ["experiment=mnist_strong", "data.datamodule.augment=null", "scheduler=none"],
+             ["--processed-dir", mnist, "--net", "strong_cnn", "--net-kwargs", json.dumps({"width": 16, "convs": [1, 2, 2]}),
+              "--optimizer", "adamw", "--lr", "0.003", "--weight-decay", "0.01", "--batch-size", "128"]),
+        Case(f"MLP 256-256, CSV table {setup.TABLE_ROWS:,}×{setup.TABLE_FEATURES}, batch 512", 1.25,
+             [*setup.table_overrides(), "model=mlp_classifier", "model.net.hidden=[256,256]"],
+             ["--processed-dir", str(setup.PROCESSED / "bench_table"), "--net", "mlp",
+              "--net-kwargs", json.dumps({"hidden": [256, 256]}), "--optimizer", "adam", "--lr", "0.001",
+              "--batch-size", "512"]),
+    ]
+
+
+def measure(repeats: int, epochs: int, log: Callable[[str], None] = print) -> Result:
+    work = setup.WORK / "overhead"
+    probe = work / "probe.json"
+    work.mkdir(parents=True, exist_ok=True)
+    result = Result("overhead", "Overhead: pipeline vs a plain PyTorch loop (time per epoch)",
+                    ["case", "plain loop s/epoch", "pipeline s/epoch", "ratio", "target"])
+    for case in cases(epochs):
+        log(f"overhead: {case.label}")
+
+        def pipeline(case: Case = case) -> Measured:
+            return run(pipeline_train(*case.pipeline, f"trainer.max_epochs={epochs}", "test=false",
+                                      probe=probe, work=work), env=setup.env(), probe=probe)
+
+        def plain(case: Case = case) -> Measured:
+            return run([python(), "-m", "bench.plain_loop", *case.plain, "--epochs", str(epochs), "--out", str(probe)],
+                       env=setup.env(), probe=probe)
+
+        runs = interleave({"plain": plain, "pipeline": pipeline}, repeats, log)
+        per_epoch = {name: [sum(m.epoch_seconds()) / len(m.epoch_seconds()) for m in measured]
+                     for name, measured in runs.items()}
+        ratio = median(per_epoch["pipeline"]) / median(per_epoch["plain"])
+        result.rows.append({"case": case.label,
+                            "plain loop s/epoch": f"{median(per_epoch['plain']):.2f} ({spread(per_epoch['plain'])})",
+                            "pipeline s/epoch": f"{median(per_epoch['pipeline']):.2f} ({spread(per_epoch['pipeline'])})",
+                            "ratio": f"{ratio:.3f}", "target": f"≤ {case.limit}"})
+        result.targets.append(Target(f"overhead ratio, {case.label.split(',')[0]}", f"{ratio:.3f}", f"≤ {case.limit}",
+                                     ratio <= case.limit))
+        result.raw[case.label] = per_epoch
+    result.notes.append(f"{epochs} epoch(s) per run, {repeats} runs per side, interleaved; the pipeline runs "
+                        "with its default callbacks and MLflow tracking into a SQLite store (test=false: the test "
+                        "pass is not part of an epoch).")
+    return result
