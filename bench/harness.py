@@ -117,9 +117,12 @@ def spread(values: Sequence[float]) -> str:
     return f"{min(values):.2f}–{max(values):.2f}"
 
 
-def pipeline_train(*overrides: str, probe: Path | None = None, work: Path) -> list[str]:
-    """``python -m pipeline.train`` with its run folders under ``work`` and an optional timing probe."""
+def pipeline_train(*overrides: str, probe: Path | None = None, work: Path,
+                   probe_options: Mapping[str, bool] | None = None) -> list[str]:
+    """``python -m pipeline.train`` with its run folders under ``work`` and an optional timing probe
+    (``bench.probes.TimingProbe``; ``probe_options`` are its keyword arguments)."""
     cmd = [python(), "-m", "pipeline.train", *overrides, f"paths.log_dir={work / 'logs'}"]
     if probe is not None:
-        cmd.append(f"+callbacks.bench_probe={{_target_: bench.probes.TimingProbe, path: '{probe}'}}")
+        options = "".join(f", {key}: {str(value).lower()}" for key, value in (probe_options or {}).items())
+        cmd.append(f"+callbacks.bench_probe={{_target_: bench.probes.TimingProbe, path: '{probe}'{options}}}")
     return cmd

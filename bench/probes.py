@@ -8,9 +8,13 @@ run users get. The benchmark puts the project root on ``PYTHONPATH`` so ``bench`
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +30,14 @@ class TimingProbe(L.Callback):
     the start-up benchmark needs nothing after it.
     """
 
-    def __init__(self, path: str, exit_after_first_step: bool = False) -> None:
+    def __init__(self, path: str, exit_after_first_step: bool = False, time_mlflow: bool = False) -> None:
         self.path = Path(path)
         self.exit_after_first_step = exit_after_first_step
         self.record: dict[str, Any] = {"pid": os.getpid(), "epochs": []}
+        if time_mlflow:
+            self.mlflow_clock = MlflowClock()
+            self.record["mlflow"] = self.mlflow_clock.totals
+            atexit.register(self._write)  # the model is logged after the last Lightning hook
 
     def _write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -54,3 +62,51 @@ class TimingProbe(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.record["test_end"] = time.time()
         self._write()
+
+
+class MlflowClock:
+    """Seconds this process spends in MLflow: importing it, every ``MlflowClient`` call (Lightning's
+    logger and the pipeline's tracking both go through it), and the pipeline's tracking functions.
+
+    Nested calls count once (the outermost). Made before the run's logger exists (callbacks are
+    built first), so the import of ``mlflow`` happens here and is counted too. What this does
+    not see is the Python work Lightning's logger does around the calls: microseconds.
+    """
+
+    TRACKING_FUNCTIONS = ("record_run", "record_outcome", "log_model")
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {"import_s": 0.0, "calls_s": 0.0, "calls": 0}
+        self._depth = 0
+        start = time.perf_counter()
+        import mlflow  # noqa: F401  (the cost of the import is part of what tracking adds)
+        from mlflow import MlflowClient
+
+        self.totals["import_s"] = time.perf_counter() - start
+        for name, member in list(vars(MlflowClient).items()):
+            if callable(member) and not name.startswith("_"):
+                setattr(MlflowClient, name, self._timed(member))
+        import pipeline.tracking.runs  # noqa: F401  (so the functions below can be found)
+
+        originals = {}
+        for module in [m for name, m in sys.modules.items() if name.startswith("pipeline")]:
+            for name in self.TRACKING_FUNCTIONS:
+                function = getattr(module, name, None)
+                if callable(function):
+                    originals.setdefault(function, self._timed(function))
+                    setattr(module, name, originals[function])
+
+    def _timed(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._depth += 1
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self.totals["calls_s"] += time.perf_counter() - start
+                    self.totals["calls"] += 1
+
+        return timed

@@ -4,6 +4,7 @@
   so the benchmarks train on exactly what ``dvc repro`` trains on (the mirror, when set, is used).
 - A CSV table for the MLP case: a seeded scikit-learn ``make_classification`` table written
   as CSV, then fetched and preprocessed by the pipeline's own stages like any user CSV.
+- A tiny CSV table (its first rows) for the fixed-costs sweep, fetched and preprocessed the same way.
 - MNIST tiled 4× and 16× (training split only) for the scale benchmark.
 - A tracking store migrated once, so no measured run pays for creating MLflow's tables.
 """
@@ -24,6 +25,8 @@ PROCESSED = WORK / "processed"
 RAW = WORK / "raw"
 TABLE_CSV = WORK / "table.csv"
 TABLE_ROWS, TABLE_FEATURES, TABLE_CLASSES = 200_000, 50, 7
+TINY_CSV = WORK / "tiny.csv"
+TINY_ROWS = 2_000
 BENCH_CONF = ROOT / "bench" / "conf"
 
 
@@ -40,10 +43,15 @@ def env() -> dict[str, str]:
     return bench_env({"MLFLOW_TRACKING_URI": tracking_uri()})
 
 
-def table_overrides() -> list[str]:
-    """Hydra overrides that point the pipeline at the bench table."""
-    return [f"hydra.searchpath=[file://{BENCH_CONF}]", "data=bench_table", f"data.source.path={TABLE_CSV}",
+def table_overrides(name: str = "bench_table", csv: Path = TABLE_CSV) -> list[str]:
+    """Hydra overrides that point the pipeline at a bench table (bench/conf/data/<name>.yaml)."""
+    return [f"hydra.searchpath=[file://{BENCH_CONF}]", f"data={name}", f"data.source.path={csv}",
             f"paths.raw_dir={RAW}", f"paths.processed_dir={PROCESSED}"]
+
+
+def tiny_overrides() -> list[str]:
+    """Hydra overrides that point the pipeline at the tiny bench table."""
+    return table_overrides("bench_tiny", TINY_CSV)
 
 
 def _check(cmd: list[str], **kwargs) -> None:
@@ -70,6 +78,20 @@ def table() -> None:
     tmp.replace(TABLE_CSV)
     for stage in ("fetch", "preprocess"):
         _check([python(), "-m", f"pipeline.{stage}", *table_overrides()])
+
+
+def tiny_table() -> None:
+    """The first ``TINY_ROWS`` rows of the bench table as their own CSV dataset ``bench_tiny``."""
+    if (PROCESSED / "bench_tiny" / "meta.json").is_file():
+        return
+    table()
+    with open(TABLE_CSV, encoding="utf-8") as src:
+        lines = [line for _, line in zip(range(TINY_ROWS + 1), src)]  # the header and TINY_ROWS rows
+    tmp = TINY_CSV.with_suffix(".tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    tmp.replace(TINY_CSV)
+    for stage in ("fetch", "preprocess"):
+        _check([python(), "-m", f"pipeline.{stage}", *tiny_overrides()])
 
 
 def tiled_mnist(factor: int) -> Path:
@@ -113,6 +135,7 @@ def tracking_store() -> None:
 def all_data(scale_factors: tuple[int, ...] = (4, 16)) -> None:
     images()
     table()
+    tiny_table()
     for factor in scale_factors:
         tiled_mnist(factor)
     tracking_store()

@@ -7,15 +7,17 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.data.errors import DataConfigError, DataError
-from pipeline.data.sources import Source
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:  # imported by build_source: training and evaluation never build a source
+    from pipeline.data.sources import Source
 
 T = TypeVar("T")
 
@@ -49,6 +51,8 @@ def dataset_dirs(cfg: DictConfig) -> tuple[Path, Path]:
 
 def build_source(cfg: DictConfig) -> Source:
     """Instantiate ``data.source``; a config mistake surfaces as the DataError the source raised."""
+    from pipeline.data.sources import Source
+
     try:
         source = instantiate(cfg.data.source)
     except InstantiationException as exc:

@@ -5,6 +5,10 @@ images as N×C×H×W, float32 tables; int64 class labels, float32 regression tar
 ``meta.json`` with shapes, class names, training-split normalisation statistics and the
 checksums of the raw files it came from. Arrays are plain ``.npy`` so they can be
 memory-mapped.
+
+Training imports this module for ``read_meta`` and ``load_split`` only, so what the preprocess
+stage alone needs (the sources, scikit-learn's splitting) is imported inside its functions: a
+training process starts without scikit-learn, pandas and pyarrow.
 """
 
 from __future__ import annotations
@@ -13,16 +17,17 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.atomic import atomic_dir, save_json, save_npy
 from pipeline.data.download import file_digest
 from pipeline.data.errors import DataConfigError, DataFormatError
-from pipeline.data.sources import ImageData, Source
-from pipeline.data.splits import holdout, holdout_count
 from pipeline.data.table import Table, apply_missing_policy, encode_target, impute_with_means
+
+if TYPE_CHECKING:
+    from pipeline.data.sources import ImageData, Source
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,8 @@ def _class_counts(y: np.ndarray, n_classes: int) -> list[int]:
 
 def process_images(data: ImageData, val_size: float, seed: int) -> Processed:
     """Keep the official test set; carve a stratified, seeded validation set out of the official train set."""
+    from pipeline.data.splits import holdout, holdout_count
+
     n = len(data.train_y)
     train_idx, val_idx = holdout(n, holdout_count(val_size, n, "preprocess.val_size"), seed, data.train_y,
                                  "preprocess.val_size")
@@ -73,6 +80,8 @@ def process_images(data: ImageData, val_size: float, seed: int) -> Processed:
 def process_table(table: Table, task: str, val_size: float, test_size: float, seed: int,
                   missing: str = "fail") -> Processed:
     """Validate a table, then split it into seeded (and, for classification, stratified) train/val/test."""
+    from pipeline.data.splits import holdout, holdout_count
+
     rows_read = len(table.target)
     table = apply_missing_policy(table, missing)
     y, class_names = encode_target(table, task)
@@ -113,6 +122,8 @@ def process_table(table: Table, task: str, val_size: float, test_size: float, se
 def preprocess_dataset(source: Source, name: str, task: str, raw_dir: Path, out_dir: Path,
                        split: dict[str, Any]) -> dict[str, Any]:
     """Load ``raw_dir`` through ``source``, split it, and write ``out_dir`` as one atomic folder."""
+    from pipeline.data.sources import ImageData
+
     loaded = source.load(raw_dir)
     seed = int(split.get("seed", 0))
     if isinstance(loaded, ImageData):

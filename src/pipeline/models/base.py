@@ -140,6 +140,14 @@ class SupervisedModule(L.LightningModule):
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
+        # A schedule whose config leaves total_steps null (conf/scheduler/onecycle_steps.yaml) spans the
+        # run's optimizer steps and is stepped after every batch; any other is stepped once per epoch.
+        per_step = getattr(self.scheduler_factory, "keywords", {}).get("total_steps", 0) is None
+        if per_step:
+            scheduler = self.scheduler_factory(optimizer=optimizer,
+                                               total_steps=int(self.trainer.estimated_stepping_batches))
+        else:
+            scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor, "interval": "epoch"}}
+                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor,
+                                 "interval": "step" if per_step else "epoch"}}
