@@ -25,7 +25,8 @@ class TimingProbe(L.Callback):
     """Writes the wall-clock times of the first training step and of every epoch's start and end.
 
     An epoch runs from ``on_train_epoch_start`` to ``on_train_epoch_end`` (after Lightning's
-    validation pass, checkpointing and logging: everything a user waits for between epochs).
+    validation pass, checkpointing and logging: everything a user waits for between epochs);
+    ``train_end`` marks where its training batches ended and validation began.
     ``exit_after_first_step`` ends the process at once after the first step's time is written:
     the start-up benchmark needs nothing after it.
     """
@@ -54,6 +55,10 @@ class TimingProbe(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.record["epochs"].append({"start": time.time()})
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and self.record["epochs"]:  # the epoch's training batches are done
+            self.record["epochs"][-1]["train_end"] = time.time()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.record["epochs"][-1]["end"] = time.time()

@@ -18,16 +18,12 @@ threads make every small op wait for a descheduled thread, which swamps what is 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-
 from bench import setup
 from bench.harness import Measured, interleave, median, pipeline_train, run, spread
-from bench.probes import TimingProbe
 from bench.report import Result, Target
 
 FACTORS = (1, 4, 16)
@@ -35,14 +31,6 @@ OVERRIDES = ("data=mnist", "model=logistic_regression", "data.datamodule.batch_s
              "test=false", "threads=1")
 MEMORY_LIMIT = 2.0  # peak RSS at 16× over 1×
 LINEARITY_LIMIT = 1.25  # time per training sample at 16× over 1×
-
-
-class TrainPassProbe(TimingProbe):
-    """``TimingProbe`` that also writes when an epoch's training batches end (its validation starts)."""
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking and self.record["epochs"]:
-            self.record["epochs"][-1]["train_end"] = time.time()
 
 
 def dataset(factor: int) -> Path:
@@ -73,8 +61,7 @@ def measure(repeats: int, log: Callable[[str], None] = print) -> Result:
     def case(factor: int, memory_map: bool) -> Callable[[], Measured]:
         def train() -> Measured:
             cmd = pipeline_train(*OVERRIDES, f"data.datamodule.processed_dir={folders[factor]}",
-                                 f"data.datamodule.memory_map={str(memory_map).lower()}", work=work)
-            cmd.append(f"+callbacks.bench_probe={{_target_: bench.scale.TrainPassProbe, path: '{probe}'}}")
+                                 f"data.datamodule.memory_map={str(memory_map).lower()}", probe=probe, work=work)
             return run(cmd, env=setup.env(), probe=probe)
 
         return train

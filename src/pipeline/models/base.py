@@ -100,14 +100,18 @@ class SupervisedModule(L.LightningModule):
     def _log_step_loss(self, loss: torch.Tensor) -> None:
         """``train/loss_step`` to every logger (the per-step curve), and the NaN guard, once per logging interval."""
         value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(
-                f"training loss is {value} at step {self.global_step} (epoch {self.current_epoch}); "
-                "lower optimizer.lr or check the data for extreme values")
+        self._check_finite(value)
         if self.trainer.sanity_checking:
             return
         for logger in self.loggers:
             logger.log_metrics({"train/loss_step": value}, step=self.global_step)
+
+    def _check_finite(self, training_loss: float) -> None:
+        """The NaN guard: stop a diverged run at once, saying where and what to change."""
+        if not math.isfinite(training_loss):
+            raise FloatingPointError(
+                f"training loss is {training_loss} at step {self.global_step} (epoch {self.current_epoch}); "
+                "lower optimizer.lr or check the data for extreme values")
 
     def _log_epoch(self, stage: str) -> None:
         """``<stage>/loss`` and the family's metrics over the epoch, then a fresh start for the next one."""
@@ -116,10 +120,8 @@ class SupervisedModule(L.LightningModule):
         values = {f"{stage}/loss": loss.compute(), **metrics.compute()}
         loss.reset()
         metrics.reset()
-        if stage == "train" and not torch.isfinite(values["train/loss"]):
-            raise FloatingPointError(
-                f"training loss is {values['train/loss'].item()} at step {self.global_step} "
-                f"(epoch {self.current_epoch}); lower optimizer.lr or check the data for extreme values")
+        if stage == "train":
+            self._check_finite(float(values["train/loss"]))
         self.log_dict(values, prog_bar=stage != "train", on_step=False, on_epoch=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
