@@ -17,12 +17,13 @@ export PIPELINE_DATA_MIRROR
 export PATH := $(BIN):$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-fast ui user-data clean
+.PHONY: help install run test test-fast bench ui user-data clean
 
 help:
 	@echo "make run        install into $(VENV) and run the pipeline (dvc repro)"
 	@echo "make test       install into $(VENV) and run every test"
 	@echo "make test-fast  the tests not marked slow"
+	@echo "make bench      the benchmark suite (about 20 min): bench/results/ and the README's results table"
 	@echo "make ui         the MLflow UI on the project's tracking store (runs trained with logger=mlflow)"
 	@echo "make screenshots  PNGs of the MLflow UI (runs table, charts, a run's artifacts) into docs/images"
 	@echo "data mirror: $(or $(PIPELINE_DATA_MIRROR),none (public URLs))"
@@ -52,6 +53,13 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The benchmarks (bench/README.md): pipeline vs a plain loop, time to accuracy, fixed costs, scale,
+# GPU when present. BENCH_ARGS e.g. "--only overhead --repeats 1".
+BENCH_ARGS ?=
+bench: install
+	@echo "data mirror: $(or $(PIPELINE_DATA_MIRROR),none (public URLs))"
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # The MLflow UI on the default store of conf/logger/mlflow.yaml (or $$MLFLOW_TRACKING_URI when set).
 MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db

@@ -101,6 +101,8 @@ def interleave(cases: Mapping[str, Callable[[], Any]], repeats: int, log: Callab
 
 
 def describe(result: Any) -> str:
+    if isinstance(result, tuple):
+        return ", ".join(describe(part) for part in result)
     if isinstance(result, Measured):
         return f"{result.wall_s:.2f} s wall, {result.peak_rss_mib:.0f} MiB"
     if isinstance(result, float):

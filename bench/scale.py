@@ -27,6 +27,7 @@ from bench.harness import Measured, interleave, median, pipeline_train, run, spr
 from bench.report import Result, Target
 
 FACTORS = (1, 4, 16)
+TILED = tuple(f for f in FACTORS if f > 1)  # made by bench.setup.tiled_mnist
 OVERRIDES = ("data=mnist", "model=logistic_regression", "data.datamodule.batch_size=512", "trainer.max_epochs=1",
              "test=false", "threads=1")
 MEMORY_LIMIT = 2.0  # peak RSS at 16× over 1×

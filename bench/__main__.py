@@ -1,0 +1,93 @@
+"""Run the benchmark suite: ``python -m bench`` (what ``make bench`` runs).
+
+Makes the data first (untimed: the project's DVC stages through the mirror, the bench's CSV
+tables, tiled MNIST, a migrated tracking store), then runs each benchmark with its cases
+interleaved, prints every target's PASS/MISS/SKIP, writes ``bench/results/results.json`` and
+``results.md``, and, on a run of the whole suite, replaces the README's results block.
+
+    python -m bench                       # everything, 3 repeats (about 20 min on 2 cores)
+    python -m bench --only overhead gpu   # some benchmarks; the README is left alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench import fixed_costs, gpu, overhead, report, scale, setup, time_to_accuracy
+from bench.harness import ROOT, BenchError
+from bench.report import Result, Target
+
+BENCHMARKS: dict[str, Callable[[int, Callable[[str], None]], Result]] = {
+    "overhead": lambda repeats, log: overhead.measure(repeats, log),
+    "time_to_accuracy": lambda repeats, log: time_to_accuracy.measure(repeats, log),
+    "fixed_costs": lambda repeats, log: fixed_costs.measure(repeats, log),
+    "scale": lambda repeats, log: scale.measure(repeats, log),
+    "gpu": lambda repeats, log: gpu.measure(repeats, log),
+}
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+def failed(name: str, error: Exception) -> Result:
+    """A benchmark that crashed still gets a row, so the report says so instead of going missing."""
+    result = Result(name, f"{name}: failed", ["error"])
+    result.rows.append({"error": str(error).splitlines()[0]})
+    result.targets.append(Target(f"{name} ran", "failed", "ran to the end", False))
+    result.notes.append("The benchmark raised an error; see the output of `make bench`.")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each case, interleaved (default 3)")
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these benchmarks")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder of results.json/.md")
+    parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README's results block")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+
+    names = args.only or list(BENCHMARKS)
+    command = "make bench" if args.only is None and args.repeats == 3 else shlex.join(["python", "-m", "bench",
+                                                                                       *(argv or sys.argv[1:])])
+    started, start = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), time.time()
+    log(f"bench: {', '.join(names)}; {args.repeats} repeat(s); making the data (untimed)")
+    setup.all_data(scale.TILED if "scale" in names else ())
+
+    results, errors = [], 0
+    for name in names:
+        log(f"=== {name}")
+        try:
+            results.append(BENCHMARKS[name](args.repeats, log))
+        except (BenchError, KeyError, ValueError, OSError) as error:
+            traceback.print_exc()
+            errors += 1
+            results.append(failed(name, error))
+        log(f"=== {name} done at {(time.time() - start) / 60:.1f} min")
+
+    markdown = report.write(results, Path(args.out), command, started, time.time() - start)
+    print("\n" + report.targets_table(results))
+    for result in results:
+        for target in result.targets:
+            print(f"{target.verdict:4}  {target.name}: {target.measured} (target {target.limit})")
+    if args.only is None and not args.no_readme:
+        readme = ROOT / "README.md"
+        if report.update_readme(readme, markdown):
+            log("README.md: results block updated")
+        else:
+            log(f"README.md has no {report.README_BEGIN!r} … {report.README_END!r} block: not updated")
+    log(f"results in {args.out}/results.md and results.json; {(time.time() - start) / 60:.1f} min in all")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The benchmark suite's own machinery (bench/): what ``make bench`` relies on to be right."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from bench import harness, report
+from bench.report import Result, Target
+from tests.test_train import processed  # noqa: F401  (the fixture)
+
+
+def test_interleave_rotates_the_order_of_cases_each_repeat():
+    calls: list[str] = []
+    cases = {name: (lambda name=name: calls.append(name) or len(calls)) for name in ("a", "b", "c")}
+    results = harness.interleave(cases, repeats=3, log=lambda _: None)
+    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert results == {"a": [1, 6, 8], "b": [2, 4, 9], "c": [3, 5, 7]}
+
+
+def test_run_measures_a_process_and_reports_a_failure_with_its_output(tmp_path):
+    probe = tmp_path / "probe.json"
+    measured = harness.run([sys.executable, "-c", f"open({str(probe)!r}, 'w').write('{{\"x\": 1}}')"], probe=probe)
+    assert measured.probe == {"x": 1} and measured.wall_s > 0 and measured.peak_rss_mib > 1
+    with pytest.raises(harness.BenchError, match=r"(?s)exit 3 after .*boom"):
+        harness.run([sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"])
+
+
+def test_describe_a_pair_of_results():
+    measured = harness.Measured(start=0.0, wall_s=1.5, peak_rss_mib=100.0)
+    assert harness.describe((measured, 0.991)) == "1.50 s wall, 100 MiB, 0.991"
+
+
+def test_results_go_to_json_markdown_and_between_the_readme_markers(tmp_path):
+    result = Result("x", "X", ["case", "ratio"], rows=[{"case": "tiny", "ratio": "1.01"}],
+                    targets=[Target("ratio", "1.01", "≤ 1.05", True), Target("gpu", "not run", "≥ 99%", None)])
+    markdown = report.write([result], tmp_path, "make bench", "2026-11-26 00:00 UTC", 60.0)
+    assert "| ratio | 1.01 | ≤ 1.05 | PASS |" in markdown and "| gpu | not run | ≥ 99% | SKIP |" in markdown
+    assert json.loads((tmp_path / "results.json").read_text())["results"][0]["rows"] == [{"case": "tiny", "ratio": "1.01"}]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n{report.README_BEGIN}\nold figures\n{report.README_END}\nafter\n")
+    assert report.update_readme(readme, markdown)
+    text = readme.read_text()
+    assert "old figures" not in text and "| tiny | 1.01 |" in text and text.endswith(f"{report.README_END}\nafter\n")
+    readme.write_text("# no markers\n")
+    assert not report.update_readme(readme, markdown) and readme.read_text() == "# no markers\n"
+
+
+def test_plain_loop_trains_the_same_network_and_records_each_epoch(processed, tmp_path):  # noqa: F811
+    from bench import plain_loop
+
+    out = tmp_path / "plain.json"
+    plain_loop.main(["--processed-dir", str(processed / "mnist"), "--net", "tiny_cnn", "--batch-size", "16",
+                     "--epochs", "2", "--lr", "0.01", "--out", str(out)])
+    epochs = json.loads(out.read_text())["epochs"]
+    assert len(epochs) == 2 and all(e["end"] > e["start"] for e in epochs)
+    assert 0.0 <= epochs[-1]["val_acc"] <= 1.0
+
+
+def test_the_bench_runner_refuses_a_zero_repeat_count(capsys):
+    from bench.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--repeats", "0"])
+    assert "--repeats must be at least 1, got 0" in capsys.readouterr().err

@@ -1,0 +1,96 @@
+"""What the benchmarks made faster must still train the same: per-epoch metric logging, per-step
+one-cycle schedules, the malloc tuning, and data kept in device memory."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import pytest
+import torch
+
+from pipeline.allocator import tune_allocator
+from pipeline.data.datamodule import ArrayDataModule, DataConfigError
+from pipeline.train import train
+from tests.test_train import make_cfg, processed  # noqa: F401  (the fixture)
+
+
+def metrics_rows(tmp_path) -> list[dict[str, str]]:
+    with open(tmp_path / "run" / "csv" / "version_0" / "metrics.csv", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+def column(rows: list[dict[str, str]], name: str) -> list[float]:
+    return [float(row[name]) for row in rows if row.get(name)]
+
+
+def test_one_cycle_schedule_steps_every_batch_over_the_whole_run(processed, tmp_path):  # noqa: F811
+    # blobs: 120 training rows at batch 16 -> 8 steps an epoch, 24 in 3 epochs.
+    cfg = make_cfg(processed, tmp_path, "data=blobs", "model=logistic_regression", "optimizer=adamw",
+                   "optimizer.lr=0.1", "scheduler=onecycle_steps", "trainer.max_epochs=3",
+                   "trainer.log_every_n_steps=1", "data.datamodule.batch_size=16", "logger=csv",
+                   "callbacks.early_stopping.patience=100", "callbacks.lr_monitor.logging_interval=step")
+    train(cfg)
+    lr = column(metrics_rows(tmp_path), "lr-AdamW")
+    assert len(lr) == 24  # one value a step, not one an epoch
+    assert lr[0] == pytest.approx(0.1 / 10)  # div_factor
+    assert max(lr) == pytest.approx(0.1, rel=1e-3)
+    assert lr[-1] < 0.1 / 100  # annealed towards max_lr / (div_factor * final_div_factor) by the last step
+    assert lr.index(max(lr)) == pytest.approx(0.25 * 24, abs=1)  # pct_start
+
+
+def test_metrics_are_logged_once_an_epoch_and_the_loss_every_n_steps(processed, tmp_path):  # noqa: F811
+    cfg = make_cfg(processed, tmp_path, "data=blobs", "model=logistic_regression", "trainer.max_epochs=3",
+                   "trainer.log_every_n_steps=2", "data.datamodule.batch_size=16", "logger=csv",
+                   "callbacks.early_stopping.patience=100")
+    train(cfg)
+    rows = metrics_rows(tmp_path)
+    assert len(column(rows, "train/loss")) == 3 and len(column(rows, "val/acc")) == 3
+    assert len(column(rows, "train/loss_step")) == 24 // 2
+    epoch_loss = column(rows, "train/loss")
+    assert all(0 < value < 10 for value in epoch_loss)
+    with open(tmp_path / "run" / "history.csv", encoding="utf-8") as file:
+        history = list(csv.DictReader(file))
+    assert [int(row["epoch"]) for row in history] == [0, 1, 2]
+    assert [float(row["train/loss"]) for row in history] == pytest.approx(epoch_loss)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_tune_allocator_sets_glibc_thresholds_once():
+    assert tune_allocator() is True
+    assert tune_allocator() is True  # idempotent
+
+
+def test_on_device_and_memory_map_are_exclusive(processed):  # noqa: F811
+    with pytest.raises(DataConfigError, match="memory_map and data.datamodule.on_device are exclusive"):
+        ArrayDataModule(str(processed / "mnist"), memory_map=True, on_device=True)
+
+
+def test_on_device_moves_every_split_once(processed):  # noqa: F811
+    datamodule = ArrayDataModule(str(processed / "mnist"), batch_size=8, on_device=True)
+    datamodule.setup("fit")
+    target = torch.device("meta")  # any device but the CPU: the move is what is tested
+    datamodule._move_to(target)
+    moved = {split: dataset.tensors[0] for split, dataset in datamodule.splits.items()}
+    assert all(t.device == target for t in moved.values())
+    datamodule._move_to(target)  # a second setup (test after fit) moves nothing again
+    assert all(datamodule.splits[split].tensors[0] is t for split, t in moved.items())
+
+
+def test_on_device_trains_on_the_cpu_as_a_no_op(processed, tmp_path):  # noqa: F811
+    cfg = make_cfg(processed, tmp_path, "data=mnist", "model=tiny_cnn", "debug=fast_dev_run",
+                   "data.datamodule.on_device=true")
+    assert "test/acc" in train(cfg)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_device_keeps_the_splits_in_gpu_memory(processed, tmp_path):  # noqa: F811
+    import lightning as L
+
+    datamodule = ArrayDataModule(str(processed / "mnist"), batch_size=8, on_device=True)
+    trainer = L.Trainer(accelerator="gpu", devices=1, logger=False, enable_checkpointing=False)
+    datamodule.trainer = trainer
+    datamodule.setup("fit")
+    assert all(dataset.tensors[0].is_cuda for dataset in datamodule.splits.values())
+    x, y = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
+    assert x.is_cuda and x.dtype == torch.float32 and y.is_cuda
