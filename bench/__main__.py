@@ -24,12 +24,10 @@ from bench import fixed_costs, gpu, overhead, report, scale, setup, time_to_accu
 from bench.harness import ROOT, BenchError
 from bench.report import Result, Target
 
+# Each takes (repeats, log) and returns its Result.
 BENCHMARKS: dict[str, Callable[[int, Callable[[str], None]], Result]] = {
-    "overhead": lambda repeats, log: overhead.measure(repeats, log),
-    "time_to_accuracy": lambda repeats, log: time_to_accuracy.measure(repeats, log),
-    "fixed_costs": lambda repeats, log: fixed_costs.measure(repeats, log),
-    "scale": lambda repeats, log: scale.measure(repeats, log),
-    "gpu": lambda repeats, log: gpu.measure(repeats, log),
+    "overhead": overhead.measure, "time_to_accuracy": time_to_accuracy.measure, "fixed_costs": fixed_costs.measure,
+    "scale": scale.measure, "gpu": gpu.measure,
 }
 
 

@@ -81,7 +81,7 @@ class MlflowClock:
     TRACKING_FUNCTIONS = ("record_run", "record_outcome", "log_model")
 
     def __init__(self) -> None:
-        self.totals: dict[str, float] = {"import_s": 0.0, "calls_s": 0.0, "calls": 0}
+        self.totals: dict[str, Any] = {"import_s": 0.0, "calls_s": 0.0, "calls": 0, "by_call_s": {}}
         self._depth = 0
         start = time.perf_counter()
         import mlflow  # noqa: F401  (the cost of the import is part of what tracking adds)
@@ -111,7 +111,10 @@ class MlflowClock:
             finally:
                 self._depth -= 1
                 if self._depth == 0:
-                    self.totals["calls_s"] += time.perf_counter() - start
+                    seconds = time.perf_counter() - start
+                    self.totals["calls_s"] += seconds
                     self.totals["calls"] += 1
+                    by_call = self.totals["by_call_s"]
+                    by_call[function.__name__] = by_call.get(function.__name__, 0.0) + seconds
 
         return timed
