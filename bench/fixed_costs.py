@@ -43,14 +43,14 @@ def pipeline_up_to_date() -> bool:
 
 
 def measure(repeats: int, log: Callable[[str], None] = print, sweep_repeats: int | None = None) -> Result:
-    """``sweep_repeats`` (default: ``repeats``, at most 2) for the sweep, which runs four trainings a side."""
+    """``sweep_repeats`` (default: ``repeats``) for the sweep, which runs four trainings a side."""
     work = setup.WORK / "fixed_costs"
     work.mkdir(parents=True, exist_ok=True)
     result = Result("fixed_costs", "Fixed costs: start-up, a no-op `dvc repro`, a 4-job sweep",
                     ["what", "median s", "range s", "note"])
     _start_up(result, work, repeats, log)
     _noop_repro(result, repeats, log)
-    _sweep(result, work, sweep_repeats or max(1, min(repeats, 2)), log)
+    _sweep(result, work, sweep_repeats or repeats, log)
     return result
 
 
@@ -129,8 +129,8 @@ def _sweep(result: Result, work: Path, repeats: int, log: Callable[[str], None])
         {"what": "the same sweep, `launcher=parallel`", "median s": f"{median(walls['parallel']):.2f}",
          "range s": spread(walls["parallel"]), "note": f"joblib, 2 jobs × 1 thread; speed-up {speedup:.2f}×"},
     ]
-    result.notes.append(f"The sweep rows are medians of {repeats} runs per side (at most 2: each sweep runs four "
-                        "trainings); whole process, sweep summary (MLflow parent run) included. "
+    result.notes.append(f"The sweep rows are medians of {repeats} runs per side; whole process, sweep summary "
+                        "(MLflow parent run) included. "
                         "The basic launcher runs every job in the launching process, so torch, Lightning and "
                         "MLflow are imported once; the joblib launcher's worker processes import them again "
                         "each, which a job of a few seconds does not win back.")

@@ -1,7 +1,7 @@
 """Run commands as whole processes, interleave cases over repeats, and summarise with medians.
 
 Every figure is measured in a fresh process started by ``run`` (wall clock from just before
-the process starts, peak resident memory from the kernel's rusage of that process), the
+the process starts, peak resident memory from its ``VmHWM``, polled every 5 ms), the
 cases of a benchmark take turns within each repeat (so a slow spell of a noisy machine hits
 every case alike), and reports give medians and ratios of medians.
 """
@@ -67,10 +67,12 @@ def run(cmd: Sequence[str], env: Mapping[str, str] | None = None, probe: Path | 
         process = subprocess.Popen(list(cmd), cwd=cwd, env=dict(env or bench_env()), stdout=output,
                                    stderr=subprocess.STDOUT)
         deadline = start + timeout
+        peak_kib = 0
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
+            peak_kib = max(peak_kib, high_water_kib(process.pid))
             if time.time() > deadline:
                 process.kill()
                 pid, status, usage = os.wait4(process.pid, 0)
@@ -83,7 +85,21 @@ def run(cmd: Sequence[str], env: Mapping[str, str] | None = None, probe: Path | 
             tail = output.read().decode(errors="replace")[-3000:]
             raise BenchError(f"exit {process.returncode} after {wall:.1f} s: {shlex.join(cmd)}\n{tail}")
     record = json.loads(probe.read_text()) if probe is not None and probe.exists() else {}
-    return Measured(start=start, wall_s=wall, peak_rss_mib=usage.ru_maxrss / 1024, probe=record)
+    # ru_maxrss of a child keeps the high-water mark of the process it was forked from (across exec):
+    # after this process has held a large array, every child would report at least that much.
+    return Measured(start=start, wall_s=wall, peak_rss_mib=(peak_kib or usage.ru_maxrss) / 1024, probe=record)
+
+
+def high_water_kib(pid: int) -> int:
+    """The peak resident memory of ``pid``'s current program (``VmHWM``; it restarts at exec); 0 where unknown."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def interleave(cases: Mapping[str, Callable[[], Any]], repeats: int, log: Callable[[str], None] = print

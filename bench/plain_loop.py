@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="stop an epoch's training after this many batches (like Lightning's limit_train_batches)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     for epoch in range(args.epochs):
         start = time.time()
         net.train()
-        for idx in torch.randperm(len(train_y)).split(args.batch_size):
+        for idx in torch.randperm(len(train_y)).split(args.batch_size)[:args.steps_per_epoch]:
             loss = loss_fn(net(train_x[idx]), train_y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

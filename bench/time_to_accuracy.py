@@ -81,6 +81,13 @@ def measure(repeats: int, log: Callable[[str], None] = print, overrides: tuple[s
                                     "mlflow_s": mlflow}
         if mlflow_target and recipe is recipes[0]:
             share = median(shares)
+            calls: dict[str, list[float]] = {"import mlflow": [m.probe["mlflow"]["import_s"] for m in measured]}
+            for m in measured:
+                for name, seconds in m.probe["mlflow"].get("by_call_s", {}).items():
+                    calls.setdefault(name, []).append(seconds)
+            biggest = sorted(calls.items(), key=lambda item: -median(item[1]))[:4]
+            result.notes.append(f"Where MLflow's time goes ({recipe.experiment}, medians): "
+                                + ", ".join(f"{name} {median(values):.2f} s" for name, values in biggest) + ".")
             result.targets.append(Target(f"MLflow tracking's share of a run's wall time ({recipe.experiment})",
                                          f"{share:.1%}", f"≤ {MLFLOW_SHARE_LIMIT:.0%}", share <= MLFLOW_SHARE_LIMIT))
     result.notes += [

@@ -65,3 +65,12 @@ def test_the_bench_runner_refuses_a_zero_repeat_count(capsys):
     with pytest.raises(SystemExit):
         main(["--repeats", "0"])
     assert "--repeats must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/status")
+def test_peak_memory_is_the_childs_own_not_inherited_from_this_process():
+    import numpy as np
+
+    held = np.ones(300 << 20 >> 3)  # 300 MiB here: a child's ru_maxrss would report at least this much
+    measured = harness.run([sys.executable, "-c", "import time, numpy; a = numpy.ones(50 << 20 >> 3); time.sleep(0.3)"])
+    assert 50 < measured.peak_rss_mib < 200 and held[0] == 1.0
