@@ -121,3 +121,24 @@ def test_git_state_sees_a_dirty_tree(tmp_path):
     (tmp_path / "f.txt").write_text("b")
     state = git_state(tmp_path)
     assert state["git.dirty"] == "true" and len(state["git.commit"]) == 40
+
+
+@pytest.mark.parametrize("model_format", ["pt2", "pickle"])
+def test_the_model_format_decides_what_loads_back(processed, tmp_path, mlflow_store, model_format):  # noqa: F811
+    from pipeline.tracking.model import Predictor
+
+    train(make_cfg(processed, tmp_path, "experiment=spirals_mlp", "trainer.max_epochs=1",
+                   f"logger.mlflow.model_format={model_format}"))
+    uri = f"runs:/{only_run(mlflow_store, 'spirals_mlp').info.run_id}/model"
+    model = mlflow.pytorch.load_model(uri)
+    assert isinstance(model, Predictor) == (model_format == "pickle")  # pickle: the module itself, trainable
+    x = np.load(processed / "spirals" / "test_x.npy")[:4].astype(np.float32)
+    np.testing.assert_allclose(model(torch.from_numpy(x)).detach().numpy()[:, 0],
+                               mlflow.pyfunc.load_model(uri).predict(x)[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_an_unknown_model_format_is_refused_by_name(tmp_path):
+    from pipeline.tracking.store import PipelineMLFlowLogger
+
+    with pytest.raises(ValueError, match=r"logger.mlflow.model_format='onnx': expected one of pt2, pickle"):
+        PipelineMLFlowLogger(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", experiment_name="x", model_format="onnx")

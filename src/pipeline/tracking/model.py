@@ -75,8 +75,10 @@ def servable(module: L.LightningModule, datamodule: Any) -> tuple[nn.Module, np.
     return predictor, example
 
 
-def log_model(run_id: str, tracking_uri: str, module: L.LightningModule, datamodule: Any) -> None:
-    """Log ``module`` as the run's MLflow model ``model``, with its signature and an input example."""
+def log_model(run_id: str, tracking_uri: str, module: L.LightningModule, datamodule: Any,
+              serialization_format: str = "pt2") -> None:
+    """Log ``module`` as the run's MLflow model ``model``, with its signature and an input example, saved
+    as ``serialization_format`` ("pt2": an exported graph; "pickle": the module object)."""
     import mlflow
     import mlflow.pytorch
     from mlflow.models import infer_signature
@@ -89,4 +91,5 @@ def log_model(run_id: str, tracking_uri: str, module: L.LightningModule, datamod
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(run_id=run_id):
         mlflow.pytorch.log_model(model, name="model", input_example=example,
-                                 signature=infer_signature(example, prediction), pip_requirements=requirements)
+                                 signature=infer_signature(example, prediction), pip_requirements=requirements,
+                                 serialization_format=serialization_format)

@@ -92,7 +92,7 @@ def record_outcome(logger: MLFlowLogger, model: L.LightningModule, datamodule: A
     if extra_metrics:
         logger.log_metrics(dict(extra_metrics))
     if isinstance(logger, PipelineMLFlowLogger) and logger.pytorch_model:
-        log_model(run_id, logger.tracking_uri, model, datamodule)
+        log_model(run_id, logger.tracking_uri, model, datamodule, logger.model_format)
 
 
 def composed_config(cfg: DictConfig) -> dict[str, Any]:
