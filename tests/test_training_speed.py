@@ -66,31 +66,30 @@ def test_on_device_and_memory_map_are_exclusive(processed):  # noqa: F811
         ArrayDataModule(str(processed / "mnist"), memory_map=True, on_device=True)
 
 
-def test_on_device_moves_every_split_once(processed):  # noqa: F811
+def test_on_device_copies_every_split_once_for_the_loaders(processed):  # noqa: F811
     datamodule = ArrayDataModule(str(processed / "mnist"), batch_size=8, on_device=True)
     datamodule.setup("fit")
-    target = torch.device("meta")  # any device but the CPU: the move is what is tested
+    datamodule._move_to(torch.device("cpu"))
+    assert datamodule._on_device == {}  # nothing to copy for the CPU
+    target = torch.device("meta")  # any device but the CPU: the copy is what is tested
     datamodule._move_to(target)
-    moved = {split: dataset.tensors[0] for split, dataset in datamodule.splits.items()}
-    assert all(t.device == target for t in moved.values())
-    datamodule._move_to(target)  # a second setup (test after fit) moves nothing again
-    assert all(datamodule.splits[split].tensors[0] is t for split, t in moved.items())
+    x, y = next(iter(datamodule.train_dataloader()))
+    assert x.device == target and y.device == target and x.shape[0] == 8  # batches index the device copy
+    assert all(dataset.tensors[0].device.type == "cpu" for dataset in datamodule.splits.values())  # for figures
+    copies = {split: dataset.tensors[0] for split, dataset in datamodule._on_device.items()}
+    assert set(copies) == {"train", "val", "test"}
+    datamodule._move_to(target)  # a second setup (test after fit) copies nothing again
+    assert all(datamodule._on_device[split].tensors[0] is t for split, t in copies.items())
 
 
 def test_on_device_trains_on_the_cpu_as_a_no_op(processed, tmp_path):  # noqa: F811
     cfg = make_cfg(processed, tmp_path, "data=mnist", "model=tiny_cnn", "debug=fast_dev_run",
-                   "data.datamodule.on_device=true")
+                   "data.datamodule.on_device=true", "logger=csv")
     assert "test/acc" in train(cfg)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_on_device_keeps_the_splits_in_gpu_memory(processed, tmp_path):  # noqa: F811
-    import lightning as L
-
-    datamodule = ArrayDataModule(str(processed / "mnist"), batch_size=8, on_device=True)
-    trainer = L.Trainer(accelerator="gpu", devices=1, logger=False, enable_checkpointing=False)
-    datamodule.trainer = trainer
-    datamodule.setup("fit")
-    assert all(dataset.tensors[0].is_cuda for dataset in datamodule.splits.values())
-    x, y = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
-    assert x.is_cuda and x.dtype == torch.float32 and y.is_cuda
+def test_on_device_trains_on_a_gpu_from_device_memory(processed, tmp_path):  # noqa: F811
+    cfg = make_cfg(processed, tmp_path, "data=mnist", "model=tiny_cnn", "trainer=gpu", "trainer.max_epochs=1",
+                   "data.datamodule.on_device=true", "logger=csv")
+    assert "test/acc" in train(cfg)  # figures, checkpoint and test run with the splits copied to the GPU

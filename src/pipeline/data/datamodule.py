@@ -26,6 +26,19 @@ from pipeline.data.processed import SPLITS, load_split, read_meta
 from pipeline.data.sampling import EpochBatches
 
 
+class DeviceTensorDataset(TensorDataset):
+    """A ``TensorDataset`` in accelerator memory, indexed by the sampler's host index tensors.
+
+    Indexing a GPU tensor with a host index copies the index first and waits for the GPU to
+    finish its queued work: one stall per batch. The index goes over without that wait instead.
+    """
+
+    def __getitem__(self, index: Any) -> tuple[torch.Tensor, ...]:
+        if isinstance(index, torch.Tensor):
+            index = index.to(self.tensors[0].device, non_blocking=True)
+        return tuple(tensor[index] for tensor in self.tensors)
+
+
 class ArrayDataModule(L.LightningDataModule):
     """Batches of a ``datasets/processed/<name>`` folder.
 
@@ -62,10 +75,12 @@ class ArrayDataModule(L.LightningDataModule):
         self.on_device = on_device
         self.meta: dict[str, Any] = read_meta(self.processed_dir)
         self.splits: dict[str, TensorDataset | MappedArrayDataset] = {}
+        self._on_device: dict[str, DeviceTensorDataset] = {}  # copies of the splits in accelerator memory (on_device)
         norm = self.meta["normalization"]
         shape = (1, -1) + (1,) * (len(self.input_shape) - 1)  # per channel for images, per feature for tables
         self._mean = torch.tensor(norm["mean"], dtype=torch.float32).reshape(shape)
         self._std = torch.tensor(norm["std"], dtype=torch.float32).reshape(shape)
+        self._normalization_on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self.augment = self._build_augment(augment)
 
     def _build_augment(self, augment: Mapping[str, float] | None) -> RandomAffine | None:
@@ -107,12 +122,15 @@ class ArrayDataModule(L.LightningDataModule):
             self._move_to(self.trainer.strategy.root_device)
 
     def _move_to(self, device: torch.device) -> None:
-        """Keep every split in ``device``'s memory: a batch is then an index into it, with no copy per step
-        (worth it on a GPU, where MNIST's 47 MB of uint8 is nothing; a no-op on the CPU)."""
+        """Copy every split to ``device``'s memory once, for the dataloaders: a batch is then an index into
+        it, with no copy per step (worth it on a GPU, where MNIST's 47 MB of uint8 is nothing; nothing
+        is copied for the CPU). ``splits`` stay in host memory for everything else (figures, the logged
+        model's input example, evaluation)."""
         for split, dataset in self.splits.items():
-            if isinstance(dataset, TensorDataset) and dataset.tensors[0].device != device:
-                self.splits[split] = TensorDataset(*(t.to(device) for t in dataset.tensors))
-        self._mean, self._std = self._mean.to(device), self._std.to(device)
+            resident = self._on_device.get(split)
+            if isinstance(dataset, TensorDataset) and device.type != "cpu" and (
+                    resident is None or resident.tensors[0].device != device):
+                self._on_device[split] = DeviceTensorDataset(*(t.to(device) for t in dataset.tensors))
 
     def _dataset(self, split: str) -> TensorDataset | MappedArrayDataset:
         if self.memory_map:  # only the labels are read; the inputs stay in the file until batches gather them
@@ -135,7 +153,7 @@ class ArrayDataModule(L.LightningDataModule):
         return TensorDataset(torch.from_numpy(np.ascontiguousarray(x)), labels)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.splits[split]
+        dataset = self._on_device.get(split, self.splits[split])
         batches = EpochBatches(len(dataset), self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
                                seed=self.seed)
         # batch_size=None: the dataset is indexed with a whole tensor of indices at once.
@@ -151,6 +169,14 @@ class ArrayDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+    def _normalization(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean and std on ``device``, copied there once (a copy per batch would wait for the GPU)."""
+        if self._mean.device == device:
+            return self._mean, self._std
+        if device not in self._normalization_on:
+            self._normalization_on[device] = (self._mean.to(device), self._std.to(device))
+        return self._normalization_on[device]
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if not isinstance(batch, list | tuple):  # e.g. the model summary's example input: already a float batch
             return batch
@@ -161,5 +187,6 @@ class ArrayDataModule(L.LightningDataModule):
         if self.augment is not None and self.trainer is not None and self.trainer.training:
             x = self.augment(x)
         if self.normalize:
-            x = (x - self._mean.to(x.device)) / self._std.to(x.device)
+            mean, std = self._normalization(x.device)
+            x = (x - mean) / std
         return x, y
