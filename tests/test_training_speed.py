@@ -3,7 +3,6 @@ one-cycle schedules, the malloc tuning, and data kept in device memory."""
 
 from __future__ import annotations
 
-import csv
 import sys
 
 import pytest
@@ -13,11 +12,11 @@ from pipeline.allocator import tune_allocator
 from pipeline.data.datamodule import ArrayDataModule, DataConfigError
 from pipeline.train import train
 from tests.test_train import make_cfg, processed  # noqa: F401  (the fixture)
+from tests.test_training_runs import history
 
 
 def metrics_rows(tmp_path) -> list[dict[str, str]]:
-    with open(tmp_path / "run" / "csv" / "version_0" / "metrics.csv", encoding="utf-8") as file:
-        return list(csv.DictReader(file))
+    return history(tmp_path / "run" / "csv" / "version_0" / "metrics.csv")
 
 
 def column(rows: list[dict[str, str]], name: str) -> list[float]:
@@ -49,10 +48,9 @@ def test_metrics_are_logged_once_an_epoch_and_the_loss_every_n_steps(processed, 
     assert len(column(rows, "train/loss_step")) == 24 // 2
     epoch_loss = column(rows, "train/loss")
     assert all(0 < value < 10 for value in epoch_loss)
-    with open(tmp_path / "run" / "history.csv", encoding="utf-8") as file:
-        history = list(csv.DictReader(file))
-    assert [int(row["epoch"]) for row in history] == [0, 1, 2]
-    assert [float(row["train/loss"]) for row in history] == pytest.approx(epoch_loss)
+    epochs = history(tmp_path / "run" / "history.csv")
+    assert [int(row["epoch"]) for row in epochs] == [0, 1, 2]
+    assert [float(row["train/loss"]) for row in epochs] == pytest.approx(epoch_loss)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")

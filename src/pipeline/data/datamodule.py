@@ -126,17 +126,17 @@ class ArrayDataModule(L.LightningDataModule):
         it, with no copy per step (worth it on a GPU, where MNIST's 47 MB of uint8 is nothing; nothing
         is copied for the CPU). ``splits`` stay in host memory for everything else (figures, the logged
         model's input example, evaluation)."""
-        for split, dataset in self.splits.items():
+        if device.type == "cpu":
+            return
+        for split, dataset in self.splits.items():  # in memory: memory_map and on_device are exclusive
             resident = self._on_device.get(split)
-            if isinstance(dataset, TensorDataset) and device.type != "cpu" and (
-                    resident is None or resident.tensors[0].device != device):
+            if resident is None or resident.tensors[0].device != device:
                 self._on_device[split] = DeviceTensorDataset(*(t.to(device) for t in dataset.tensors))
 
     def _dataset(self, split: str) -> TensorDataset | MappedArrayDataset:
+        x, y = load_split(self.processed_dir, split, mmap=self.memory_map)
         if self.memory_map:  # only the labels are read; the inputs stay in the file until batches gather them
-            x, y = None, np.load(self.processed_dir / f"{split}_y.npy", allow_pickle=False)
-        else:
-            x, y = load_split(self.processed_dir, split)
+            x, y = None, np.array(y)
         rows = None
         if self.classes is not None:
             unknown = sorted(set(self.classes) - set(range(len(self.meta.get("class_names", [])))))
