@@ -29,16 +29,12 @@ from bench.report import Result, Target
 START_LIMIT = 1.5  # start → first step, as a multiple of `import torch, lightning`
 SWEEP_LRS = "1e-3,3e-3,1e-2,3e-2"
 SWEEP_EPOCHS = 3
-IMAGE_STAGES = ("preprocess_images@mnist", "preprocess_images@fashion_mnist")
-
-
-def dvc() -> str:
-    return str(Path(python()).parent / "dvc")
 
 
 def pipeline_up_to_date() -> bool:
     """Whether ``dvc status`` finds nothing to reproduce (only then is a whole-pipeline repro a no-op)."""
-    status = subprocess.run([dvc(), "status", "--json"], cwd=ROOT, env=setup.env(), capture_output=True, text=True)
+    status = subprocess.run([setup.dvc(), "status", "--json"], cwd=ROOT, env=setup.env(), capture_output=True,
+                            text=True)
     return status.returncode == 0 and json.loads(status.stdout or "{}") == {}
 
 
@@ -93,12 +89,13 @@ def _noop_repro(result: Result, repeats: int, log: Callable[[str], None]) -> Non
     log("fixed costs: no-op dvc repro")
     setup.images()  # not measured: brings the image stages up to date (a no-op when they are)
     cases: dict[str, Callable[[], float]] = {
-        "images": lambda: run([dvc(), "repro", *IMAGE_STAGES], env=setup.env()).wall_s}
+        "images": lambda: run([setup.dvc(), "repro", *setup.IMAGE_STAGES], env=setup.env()).wall_s}
     whole = pipeline_up_to_date()
     if whole:
-        cases["pipeline"] = lambda: run([dvc(), "repro"], env=setup.env()).wall_s
+        cases["pipeline"] = lambda: run([setup.dvc(), "repro"], env=setup.env()).wall_s
     runs = interleave(cases, repeats, log)
-    result.rows.append({"what": f"no-op `dvc repro {' '.join(IMAGE_STAGES)}`", "median s": f"{median(runs['images']):.2f}",
+    result.rows.append({"what": f"no-op `dvc repro {' '.join(setup.IMAGE_STAGES)}`",
+                        "median s": f"{median(runs['images']):.2f}",
                         "range s": spread(runs["images"]), "note": "stages up to date: DVC only checks hashes"})
     if whole:
         result.rows.append({"what": "no-op `dvc repro` (whole pipeline)", "median s": f"{median(runs['pipeline']):.2f}",

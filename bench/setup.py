@@ -28,6 +28,7 @@ TABLE_ROWS, TABLE_FEATURES, TABLE_CLASSES = 200_000, 50, 7
 TINY_CSV = WORK / "tiny.csv"
 TINY_ROWS = 2_000
 BENCH_CONF = ROOT / "bench" / "conf"
+IMAGE_STAGES = ("preprocess_images@mnist", "preprocess_images@fashion_mnist")
 
 
 def project_processed(name: str) -> Path:
@@ -54,13 +55,23 @@ def tiny_overrides() -> list[str]:
     return table_overrides("bench_tiny", TINY_CSV)
 
 
+def dvc() -> str:
+    """The environment's ``dvc`` (beside its python), whatever is on PATH."""
+    return str(Path(python()).parent / "dvc")
+
+
 def _check(cmd: list[str], **kwargs) -> None:
     subprocess.run(cmd, cwd=ROOT, env=env(), check=True, **kwargs)
 
 
+def _fetch_and_preprocess(overrides: list[str]) -> None:
+    for stage in ("fetch", "preprocess"):
+        _check([python(), "-m", f"pipeline.{stage}", *overrides])
+
+
 def images() -> None:
     """MNIST and Fashion-MNIST through the project's DVC stages (a no-op when they are up to date)."""
-    _check([str(Path(python()).parent / "dvc"), "repro", "preprocess_images@mnist", "preprocess_images@fashion_mnist"])
+    _check([dvc(), "repro", *IMAGE_STAGES])
 
 
 def table() -> None:
@@ -76,8 +87,7 @@ def table() -> None:
     np.savetxt(tmp, np.column_stack([x, y]), delimiter=",", header=header, comments="",
                fmt=["%.6g"] * TABLE_FEATURES + ["%d"])
     tmp.replace(TABLE_CSV)
-    for stage in ("fetch", "preprocess"):
-        _check([python(), "-m", f"pipeline.{stage}", *table_overrides()])
+    _fetch_and_preprocess(table_overrides())
 
 
 def tiny_table() -> None:
@@ -90,8 +100,7 @@ def tiny_table() -> None:
     tmp = TINY_CSV.with_suffix(".tmp")
     tmp.write_text("".join(lines), encoding="utf-8")
     tmp.replace(TINY_CSV)
-    for stage in ("fetch", "preprocess"):
-        _check([python(), "-m", f"pipeline.{stage}", *tiny_overrides()])
+    _fetch_and_preprocess(tiny_overrides())
 
 
 def tiled_mnist(factor: int) -> Path:
