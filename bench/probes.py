@@ -78,7 +78,8 @@ class MlflowClock:
     not see is the Python work Lightning's logger does around the calls: microseconds.
     """
 
-    TRACKING_FUNCTIONS = ("record_run", "record_outcome", "log_model")
+    # What the run's owner does beyond single client calls (timed as a whole, not per client call inside).
+    TRACKING_METHODS = ("log_config", "log_model", "log_text", "log_artifact", "end")
 
     def __init__(self) -> None:
         self.totals: dict[str, Any] = {"import_s": 0.0, "calls_s": 0.0, "calls": 0, "by_call_s": {}}
@@ -91,15 +92,11 @@ class MlflowClock:
         for name, member in list(vars(MlflowClient).items()):
             if callable(member) and not name.startswith("_"):
                 setattr(MlflowClient, name, self._timed(member))
-        import pipeline.tracking.runs  # noqa: F401  (so the functions below can be found)
+        from pipeline.tracking.run import TrackedRun
 
-        originals = {}
-        for module in [m for name, m in sys.modules.items() if name.startswith("pipeline")]:
-            for name in self.TRACKING_FUNCTIONS:
-                function = getattr(module, name, None)
-                if callable(function):
-                    originals.setdefault(function, self._timed(function))
-                    setattr(module, name, originals[function])
+        for name in self.TRACKING_METHODS:
+            setattr(TrackedRun, name, self._timed(getattr(TrackedRun, name)))
+        TrackedRun.start = classmethod(self._timed(TrackedRun.start.__func__))  # type: ignore[method-assign]
 
     def _timed(self, function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-from pipeline.tracking import figures
+from pipeline.callbacks import drawing as figures
 from pipeline.train import train
 from tests.conftest import REPO_ROOT
 from tests.test_train import make_cfg, processed  # noqa: F401  (the tiny-datasets fixture)
@@ -212,7 +212,7 @@ def test_a_figure_that_fails_is_logged_and_the_run_goes_on(processed, in_tmp, mo
         raise RuntimeError("no ink")
 
     monkeypatch.setattr(figures, "decision_boundary", broken)
-    with caplog.at_level(logging.WARNING, logger="pipeline.tracking.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.callbacks.figures"):
         metrics = train(make_cfg(processed, in_tmp, "experiment=spirals_mlp", "logger=csv", "trainer.max_epochs=1",
                                  *FAST))
     assert "test/acc" in metrics

@@ -15,8 +15,8 @@ import torch
 from mlflow.entities import Run
 
 from pipeline.checkpoints import load_module
-from pipeline.tracking.runs import git_state, run_tags
-from pipeline.tracking.store import default_artifact_location
+from pipeline.tracking.provenance import git_state, source_tags as run_tags
+from pipeline.tracking.run import default_artifact_location
 from pipeline.train import train
 from tests.test_train import make_cfg, processed  # noqa: F401  (the tiny-datasets fixture)
 
@@ -138,7 +138,7 @@ def test_the_model_format_decides_what_loads_back(processed, tmp_path, mlflow_st
 
 
 def test_an_unknown_model_format_is_refused_by_name(tmp_path):
-    from pipeline.tracking.store import PipelineMLFlowLogger
+    from pipeline.tracking.logger import PipelineMLFlowLogger
 
     with pytest.raises(ValueError, match=r"logger.mlflow.model_format='onnx': expected one of pt2, pickle"):
         PipelineMLFlowLogger(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", experiment_name="x", model_format="onnx")

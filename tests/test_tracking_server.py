@@ -33,7 +33,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipeline.tracking.runs import git_state
+from pipeline.tracking.provenance import git_state
 from pipeline.train import train
 from tests.test_train import make_cfg, processed  # noqa: F401  (the tiny-datasets fixture)
 

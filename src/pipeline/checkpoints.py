@@ -121,3 +121,14 @@ def _summarise_key_errors(exc: RuntimeError) -> str:
     """The first lines of PyTorch's state-dict mismatch report, which can run to hundreds of keys."""
     lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
     return " ".join(lines[:3])[:600]
+
+
+def newest_last_checkpoint(log_dir: str | Path, task_name: str) -> str:
+    """The newest ``<log_dir>/<task_name>/runs/*/checkpoints/last.ckpt``: what ``resume=true`` continues."""
+    candidates = list(Path(log_dir, task_name, "runs").glob("*/checkpoints/last.ckpt"))
+    if not candidates:
+        raise ModelConfigError(
+            f"resume=true: no run of task_name={task_name} has a checkpoint to resume from "
+            f"({Path(log_dir, task_name, 'runs')}/*/checkpoints/last.ckpt); train without resume=true first, or "
+            "give ckpt_path=<checkpoint>")
+    return str(max(candidates, key=lambda path: path.stat().st_mtime))

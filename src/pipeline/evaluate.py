@@ -24,7 +24,7 @@ from pipeline.atomic import save_json
 from pipeline.checkpoints import load_module
 from pipeline.data.datamodule import ArrayDataModule
 from pipeline.models.base import ModelConfigError
-from pipeline.reports import fitted_affine, write_confusion_pairs, write_csv
+from pipeline.reports import write_confusion_pairs, write_csv
 from pipeline.stage import CONFIG_PATH, instantiate_reporting_user_errors, run_reporting_user_errors
 
 log = logging.getLogger(__name__)
@@ -47,25 +47,21 @@ def build_datamodule(cfg: DictConfig, record: dict[str, Any]) -> ArrayDataModule
 
 
 def write_plots(plots_dir: Path, module: L.LightningModule, datamodule: ArrayDataModule,
-                record: dict[str, Any]) -> dict[str, float]:
-    """Tables and figures of the test split; returns metrics they imply (a fitted line's w and b)."""
-    extra: dict[str, float] = {}
+                record: dict[str, Any]) -> None:
+    """Tables and figures of the test split for ``dvc plots``."""
     confusion = getattr(module, "confusion_matrix", None)
     if confusion is not None:
         write_confusion_pairs(plots_dir / "confusion.csv", confusion, datamodule.class_names)
-    if record["family"] == "regression":
-        normalization = datamodule.meta["normalization"] if datamodule.normalize else None
-        extra.update(fitted_affine(module.net, normalization) or {})
-        if list(datamodule.input_shape) == [1]:  # 1-D inputs: the fitted curve over the test points
-            x, y = datamodule.splits["test"].tensors
-            with torch.no_grad():
-                pred = module(datamodule.on_after_batch_transfer((x, y), 0)[0]).squeeze(1)
-            rows = sorted(zip(x[:, 0].tolist(), y.tolist(), pred.tolist()))
-            write_csv(plots_dir / "predictions.csv", ["x", "y", "predicted"], rows)
+    if record["family"] == "regression" and list(datamodule.input_shape) == [1]:
+        # 1-D inputs: the fitted curve over the test points
+        x, y = datamodule.splits["test"].tensors
+        with torch.no_grad():
+            pred = module(datamodule.on_after_batch_transfer((x, y), 0)[0]).squeeze(1)
+        rows = sorted(zip(x[:, 0].tolist(), y.tolist(), pred.tolist()))
+        write_csv(plots_dir / "predictions.csv", ["x", "y", "predicted"], rows)
     save_samples = getattr(module, "save_samples", None)
     if callable(save_samples):  # generative models: an image grid of samples
         save_samples(plots_dir / "samples.png")
-    return extra
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -79,9 +75,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     trainer: L.Trainer = instantiate_reporting_user_errors(cfg.trainer)
     trainer.test(module, datamodule=datamodule)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    # test/* and what a family reports of its fitted model (a linear regression's fit/w, fit/b)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("test/", "fit/"))}
     if cfg.get("plots_dir"):
-        metrics.update(write_plots(Path(cfg.plots_dir), module.cpu(), datamodule, record))
+        write_plots(Path(cfg.plots_dir), module.cpu(), datamodule, record)
     if cfg.get("metrics_file"):
         save_json(cfg.metrics_file, dict(sorted(metrics.items())))
     return metrics

@@ -1,4 +1,4 @@
-"""Files DVC reads after training and evaluation: per-epoch history, confusion pairs, fitted lines.
+"""Files DVC reads after training and evaluation: per-epoch history and confusion pairs.
 
 They are small, plain CSV/JSON, written atomically, so ``dvc metrics show`` and
 ``dvc plots show`` work without MLflow and an interrupted run leaves no torn file.
@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from torch import nn
 
 from pipeline.atomic import atomic_open
 
@@ -31,7 +30,7 @@ class EpochRows(Callback):
     """Collects one row per training epoch of the epoch-level metrics (train/…, val/…, learning rate).
 
     The shared source of the history CSV (``EpochHistory``) and the loss-curve figure
-    (``pipeline.tracking.callbacks.LossCurves``). The rows are callback state, so resuming
+    (``pipeline.callbacks.figures.LossCurves``). The rows are callback state, so resuming
     from last.ckpt keeps the earlier epochs' rows.
     """
 
@@ -88,25 +87,3 @@ def write_confusion_pairs(dest: str | Path, confusion: torch.Tensor, class_names
     rows = ((class_names[i], class_names[j]) for i, row in enumerate(counts) for j, n in enumerate(row)
             for _ in range(n))
     write_csv(dest, ["actual", "predicted"], rows)
-
-
-def fitted_affine(net: nn.Module, normalization: Mapping[str, Sequence[float]] | None) -> dict[str, float] | None:
-    """``w`` and ``b`` of a purely affine regression net, in the data's raw units; None for other nets.
-
-    Training sees standardised features ``(x - mean) / std``; a layer ``w'·x_std + b'`` is
-    ``(w'/std)·x + (b' - Σ w'·mean/std)`` on raw inputs, which is what a student compares with
-    the line the data was drawn from.
-    """
-    layers = [m for m in net.modules() if len(list(m.children())) == 0 and not isinstance(m, nn.Flatten)]
-    if len(layers) != 1 or not isinstance(layers[0], nn.Linear) or layers[0].out_features != 1:
-        return None
-    weight = layers[0].weight.detach().double()[0]
-    bias = float(layers[0].bias.detach().double()[0]) if layers[0].bias is not None else 0.0
-    if normalization is not None:
-        mean = torch.tensor(normalization["mean"], dtype=torch.float64).flatten()
-        std = torch.tensor(normalization["std"], dtype=torch.float64).flatten()
-        bias -= float((weight * mean / std).sum())
-        weight = weight / std
-    if weight.numel() == 1:
-        return {"fit/w": float(weight[0]), "fit/b": bias}
-    return {**{f"fit/w_{i}": float(w) for i, w in enumerate(weight)}, "fit/b": bias}

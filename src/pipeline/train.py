@@ -3,6 +3,7 @@
     python -m pipeline.train experiment=spirals_mlp
     python -m pipeline.train data=circles model=mlp_classifier model.net.hidden=[64,64] optimizer=sgd optimizer.lr=0.05
     python -m pipeline.train -m optimizer=adam,sgd optimizer.lr=1e-3,1e-2
+    python -m pipeline.train experiment=spirals_mlp resume=true    # continue the newest run of the task
 """
 
 from __future__ import annotations
@@ -10,27 +11,71 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.allocator import tune_allocator
 from pipeline.atomic import atomic_path, save_json
-from pipeline.checkpoints import RecordPipelineConfig, check_family, data_record, model_family, read_checkpoint
+from pipeline.checkpoints import (
+    RecordPipelineConfig, check_family, data_record, model_family, newest_last_checkpoint, read_checkpoint,
+)
 from pipeline.data.datamodule import ArrayDataModule
 from pipeline.models.base import ModelConfigError
-from pipeline.reports import EpochHistory, fitted_affine
+from pipeline.reports import EpochHistory
 from pipeline.stage import CONFIG_PATH, instantiate_reporting_user_errors, run_reporting_user_errors
-from pipeline.tracking.runs import mlflow_loggers, record_outcome, record_run
-from pipeline.tracking.sweep import job_run_tags
+from pipeline.tracking.logger import track_run
 
 log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test the best checkpoint; return every logged metric (the sweeper reads one)."""
+    L.seed_everything(cfg.seed, workers=True)
+    configure_process(cfg)
+
+    log.info("Instantiating datamodule <%s>", cfg.data.datamodule._target_)
+    datamodule: ArrayDataModule = instantiate_reporting_user_errors(cfg.data.datamodule)
+
+    log.info("Instantiating model <%s>", cfg.model._target_)
+    model = build_model(cfg, datamodule)
+    ckpt_path = checkpoint_to_resume(cfg)
+
+    log.info("Instantiating callbacks and loggers")
+    callbacks = instantiate_callbacks(cfg, datamodule)
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
+
+    log.info("Instantiating trainer <%s>", cfg.trainer._target_)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    with track_run(trainer, cfg, datamodule, resume_from=ckpt_path) as run:  # ends FINISHED, FAILED or KILLED
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        best = best_checkpoint(trainer)
+        if cfg.get("model_file"):
+            export_checkpoint(trainer, best, cfg.model_file)
+        if cfg.get("test"):
+            trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        elif best is not None:  # what is logged below is the best model, tested or not
+            model.load_state_dict(read_checkpoint(best)["state_dict"])
+        run.record(model, best)
+
+    if cfg.get("metrics_file"):
+        save_json(cfg.metrics_file, {k: v for k, v in sorted(metrics.items()) if k.startswith(("test/", "fit/"))})
+    return metrics
+
+
+def configure_process(cfg: DictConfig) -> None:
+    """The C allocator's thresholds and torch's thread count, before any tensor work."""
+    if cfg.get("tune_allocator", True):
+        tune_allocator()
+    if cfg.get("threads"):  # parallel sweep jobs: one or few threads each, not one per core each
+        torch.set_num_threads(int(cfg.threads))
 
 
 def build_model(cfg: DictConfig, datamodule: ArrayDataModule) -> L.LightningModule:
@@ -50,70 +95,35 @@ def build_model(cfg: DictConfig, datamodule: ArrayDataModule) -> L.LightningModu
                                              _convert_="all", **shape_args)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, then test the best checkpoint; return every logged metric (the sweeper reads one)."""
-    L.seed_everything(cfg.seed, workers=True)
-    if cfg.get("tune_allocator", True):
-        tune_allocator()
-    if cfg.get("threads"):  # parallel sweep jobs: one or few threads each, not one per core each
-        torch.set_num_threads(int(cfg.threads))
+def checkpoint_to_resume(cfg: DictConfig) -> str | None:
+    """``ckpt_path`` when given, else with ``resume=true`` the newest ``last.ckpt`` of this ``task_name``'s runs;
+    a checkpoint of another model family is refused before any work."""
+    ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path and cfg.get("resume"):
+        ckpt_path = newest_last_checkpoint(cfg.paths.log_dir, cfg.task_name)
+    if ckpt_path:
+        check_family(ckpt_path, model_family(cfg.model._target_))
+        log.info("Resuming from %s", ckpt_path)
+    return ckpt_path
 
-    log.info("Instantiating datamodule <%s>", cfg.data.datamodule._target_)
-    datamodule: ArrayDataModule = instantiate_reporting_user_errors(cfg.data.datamodule)
 
-    log.info("Instantiating model <%s>", cfg.model._target_)
-    model = build_model(cfg, datamodule)
-
-    if cfg.get("ckpt_path"):  # resuming: refuse another family's checkpoint before any work
-        check_family(cfg.ckpt_path, model_family(cfg.model._target_))
-
+def instantiate_callbacks(cfg: DictConfig, datamodule: ArrayDataModule) -> list[L.Callback]:
+    """The configured callbacks, plus the checkpoints' record of model and data, and the epoch history file."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     data = data_record(datamodule, OmegaConf.to_container(cfg.data.datamodule, resolve=True))
     callbacks.append(RecordPipelineConfig(OmegaConf.to_container(cfg.model, resolve=True), data))
     if cfg.get("history_file"):
         callbacks.append(EpochHistory(cfg.history_file))
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
-    for tracker in mlflow_loggers(loggers):
-        tracker.tags = {**(tracker.tags or {}), **job_run_tags()}  # a sweep job: a child of the sweep's run
-        record_run(tracker, cfg, datamodule.meta, experiment_preset())
+    return callbacks
 
-    log.info("Instantiating trainer <%s>", cfg.trainer._target_)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The best checkpoint's path; None without one (fast_dev_run, or no checkpoint callback)."""
     checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
-    if cfg.get("model_file"):
-        export_checkpoint(trainer, best, cfg.model_file)
-
-    if cfg.get("test"):
-        if best is None:
-            log.warning("no best checkpoint (fast_dev_run or no checkpoint callback): testing the current weights")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-    elif best is not None:  # what is reported and logged below is the best model, tested or not
-        model.load_state_dict(read_checkpoint(best)["state_dict"])
-
-    fitted: dict[str, float] = {}
-    if model.family == "regression":  # a linear model's fitted w and b, in data units
-        normalization = datamodule.meta["normalization"] if datamodule.normalize else None
-        fitted = fitted_affine(model.net, normalization) or {}
-    metrics.update(fitted)
-    for tracker in mlflow_loggers(loggers):
-        record_outcome(tracker, model, datamodule, best, fitted)
-
-    if cfg.get("metrics_file"):
-        save_json(cfg.metrics_file, {k: v for k, v in sorted(metrics.items()) if k.startswith(("test/", "fit/"))})
-    return metrics
-
-
-def experiment_preset() -> str | None:
-    """The ``experiment=`` option this run was composed with, when Hydra composed it."""
-    if not HydraConfig.initialized():
-        return None
-    return HydraConfig.get().runtime.choices.get("experiment")
+    if checkpoint is not None and checkpoint.best_model_path:
+        return checkpoint.best_model_path
+    log.warning("no best checkpoint (fast_dev_run or no checkpoint callback): the current weights are reported")
+    return None
 
 
 def export_checkpoint(trainer: L.Trainer, best: str | None, dest: str) -> None:

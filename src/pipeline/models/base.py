@@ -18,9 +18,10 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MetricCollection
 
 from pipeline.errors import PipelineError
+from pipeline.models.metrics import WeightedMean, log_step_values
 
 STAGES = ("train", "val", "test")
 
@@ -58,9 +59,9 @@ class SupervisedModule(L.LightningModule):
                 f"model.expected_input_shape={list(expected_input_shape)} does not match the dataset's input shape "
                 f"{list(input_shape)}")
         self.optimizer_factory = optimizer
-        # Batch-size-weighted mean loss per stage, NaN kept (the guard must see it); torchmetrics
+        # Sample-weighted mean loss per stage, NaN kept (the guard must see it); torchmetrics
         # states are not saved in checkpoints, so old checkpoints load unchanged.
-        self.train_loss, self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in STAGES)
+        self.train_loss, self.val_loss, self.test_loss = (WeightedMean() for _ in STAGES)
         self.scheduler_factory = scheduler
         self.example_input_array = torch.zeros(2, *input_shape)
         try:  # building or running the net on a dummy batch shows a shape mismatch before training starts
@@ -84,7 +85,7 @@ class SupervisedModule(L.LightningModule):
 
     def _step(self, batch: Any, stage: str) -> torch.Tensor:
         loss = self.model_step(batch, stage)
-        getattr(self, f"{stage}_loss").update(loss.detach(), weight=len(batch[1]))
+        getattr(self, f"{stage}_loss").update(loss, weight=len(batch[1]))
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -101,10 +102,7 @@ class SupervisedModule(L.LightningModule):
         """``train/loss_step`` to every logger (the per-step curve), and the NaN guard, once per logging interval."""
         value = float(loss.detach())
         self._check_finite(value)
-        if self.trainer.sanity_checking:
-            return
-        for logger in self.loggers:
-            logger.log_metrics({"train/loss_step": value}, step=self.global_step)
+        log_step_values(self, {"train/loss_step": value}, step=self.global_step)
 
     def _check_finite(self, training_loss: float) -> None:
         """The NaN guard: stop a diverged run at once, saying where and what to change."""
@@ -115,7 +113,7 @@ class SupervisedModule(L.LightningModule):
 
     def _log_epoch(self, stage: str) -> None:
         """``<stage>/loss`` and the family's metrics over the epoch, then a fresh start for the next one."""
-        loss: MeanMetric = getattr(self, f"{stage}_loss")
+        loss: WeightedMean = getattr(self, f"{stage}_loss")
         metrics: MetricCollection = getattr(self, f"{stage}_metrics")
         values = {f"{stage}/loss": loss.compute(), **metrics.compute()}
         loss.reset()

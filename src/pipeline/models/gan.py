@@ -5,7 +5,7 @@ discriminator step, then one generator step. Images arrive in [0, 1] (the experi
 ``data.datamodule.normalize: false``) and are mapped to the generator's tanh range [-1, 1].
 Quality is scored at validation and test end by a classifier this pipeline trained
 (``scorer_checkpoint``; see ``pipeline.models.gan_metrics``). ``sample_grid()`` draws the
-fixed-noise grid; the ``GANProgress`` callback (``pipeline.tracking.callbacks``) decides when
+fixed-noise grid; the ``GANProgress`` callback (``pipeline.callbacks.figures``) decides when
 to draw it and where the frames go.
 """
 
@@ -25,6 +25,7 @@ from pipeline.atomic import atomic_open
 from pipeline.models.base import ModelConfigError
 from pipeline.models.gan_metrics import ClassScores, FeatureStats, Scorer, frechet_distance
 from pipeline.models.gan_networks import Discriminator, Generator
+from pipeline.models.metrics import WeightedMean, log_step_values
 
 
 class GANModule(L.LightningModule):
@@ -109,6 +110,8 @@ class GANModule(L.LightningModule):
         self.example_input_array = (z, torch.zeros(2, dtype=torch.long)) if self.generator.conditional else z
         self.scorer: Scorer | None = None
         self._reset_real()
+        # The epoch's sample-weighted mean of each loss (train/d_loss, train/g_loss); not saved in checkpoints.
+        self.epoch_losses = torch.nn.ModuleDict({"d_loss": WeightedMean(), "g_loss": WeightedMean()})
 
     def _check_shapes(self) -> None:
         """Run both networks on a dummy batch, so a mismatch shows before training starts."""
@@ -158,6 +161,7 @@ class GANModule(L.LightningModule):
                 "lower optimizer.lr or check the data for extreme values")
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
+        step = self.iterations  # batches trained before this one
         x, y = batch
         real = x * 2 - 1
         n = real.shape[0]
@@ -195,8 +199,20 @@ class GANModule(L.LightningModule):
         if self.generator_ema is not None:
             self.generator_ema.update_parameters(self.generator)
 
-        self.log("train/d_loss", d_loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
-        self.log("train/g_loss", g_loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+        self._log_losses(step, batch_idx, n, {"d_loss": d_loss, "g_loss": g_loss})
+
+    def _log_losses(self, step: int, batch_idx: int, n: int, losses: dict[str, torch.Tensor]) -> None:
+        """Epoch means weighted by batch size as ``train/<name>``, and the batch values as
+        ``train/<name>_step`` every ``trainer.log_every_n_steps`` batches (like ``SupervisedModule``)."""
+        for name, loss in losses.items():
+            self.epoch_losses[name].update(loss, weight=n)
+        if step % self.trainer.log_every_n_steps == 0:
+            log_step_values(self, {f"train/{name}_step": float(loss) for name, loss in losses.items()}, step)
+        if batch_idx + 1 >= self.trainer.num_training_batches:
+            self.log_dict({f"train/{name}": mean.compute() for name, mean in self.epoch_losses.items()},
+                          prog_bar=True, on_step=False, on_epoch=True)
+            for mean in self.epoch_losses.values():
+                mean.reset()
 
     def on_train_epoch_end(self) -> None:
         for scheduler in self._schedulers():

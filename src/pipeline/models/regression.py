@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -34,3 +35,38 @@ class RegressionModule(SupervisedModule):
         loss = self.loss_fn(pred, y)
         getattr(self, f"{stage}_metrics").update(pred.detach(), y)
         return loss
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        self.log_dict(self.fitted_line())
+
+    def fitted_line(self) -> dict[str, float]:
+        """``fit/w`` and ``fit/b`` of a purely affine net in the data's raw units (a student compares them with
+        the line the data was drawn from); nothing for other nets or without the datamodule's scaling."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "meta"):
+            return {}
+        normalization = datamodule.meta["normalization"] if datamodule.normalize else None
+        return fitted_affine(self.net, normalization) or {}
+
+
+def fitted_affine(net: nn.Module, normalization: Mapping[str, Sequence[float]] | None) -> dict[str, float] | None:
+    """``w`` and ``b`` of a purely affine regression net, in the data's raw units; None for other nets.
+
+    Training sees standardised features ``(x - mean) / std``; a layer ``w'·x_std + b'`` is
+    ``(w'/std)·x + (b' - Σ w'·mean/std)`` on raw inputs, which is what a student compares with
+    the line the data was drawn from.
+    """
+    layers = [m for m in net.modules() if len(list(m.children())) == 0 and not isinstance(m, nn.Flatten)]
+    if len(layers) != 1 or not isinstance(layers[0], nn.Linear) or layers[0].out_features != 1:
+        return None
+    weight = layers[0].weight.detach().double()[0]
+    bias = float(layers[0].bias.detach().double()[0]) if layers[0].bias is not None else 0.0
+    if normalization is not None:
+        mean = torch.tensor(normalization["mean"], dtype=torch.float64).flatten()
+        std = torch.tensor(normalization["std"], dtype=torch.float64).flatten()
+        bias -= float((weight * mean / std).sum())
+        weight = weight / std
+    if weight.numel() == 1:
+        return {"fit/w": float(weight[0]), "fit/b": bias}
+    return {**{f"fit/w_{i}": float(w) for i, w in enumerate(weight)}, "fit/b": bias}

@@ -1,4 +1,4 @@
-"""The trained model as an MLflow model (PyTorch flavour): raw inputs in, predictions out.
+"""What is logged as the run's MLflow model (PyTorch flavour): raw inputs in, predictions out.
 
 Training feeds networks normalised batches (``ArrayDataModule.on_after_batch_transfer``);
 a user of the logged model has raw data. So what is logged wraps the network with the
@@ -73,23 +73,3 @@ def servable(module: L.LightningModule, datamodule: Any) -> tuple[nn.Module, np.
     x, _ = datamodule.splits["test"].tensors if "test" in datamodule.splits else (None, None)
     example = x[:2].float().numpy() if x is not None else np.zeros((2, *datamodule.input_shape), dtype=np.float32)
     return predictor, example
-
-
-def log_model(run_id: str, tracking_uri: str, module: L.LightningModule, datamodule: Any,
-              serialization_format: str = "pt2") -> None:
-    """Log ``module`` as the run's MLflow model ``model``, with its signature and an input example, saved
-    as ``serialization_format`` ("pt2": an exported graph; "pickle": the module object)."""
-    import mlflow
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
-
-    model, example = servable(module, datamodule)
-    with torch.no_grad():
-        prediction = model(torch.from_numpy(example)).numpy()
-    # Requirements stated, not inferred: inference imports the model in a subprocess (seconds).
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        mlflow.pytorch.log_model(model, name="model", input_example=example,
-                                 signature=infer_signature(example, prediction), pip_requirements=requirements,
-                                 serialization_format=serialization_format)

@@ -2,24 +2,25 @@
 
 Hydra calls ``MlflowSweepCallback`` (``hydra.callbacks`` in conf/train.yaml) in the process
 that launches the sweep, whatever the sweeper (grid, Optuna) or launcher (basic, joblib,
-submitit). Before the first job it opens the parent run; each job finds it through the
-environment variable ``PIPELINE_MLFLOW_PARENT_RUN_ID`` (inherited by local worker processes
-and by SLURM jobs alike) and tags its own run ``mlflow.parentRunId``, which is how MLflow
-nests runs (what ``mlflow.start_run(nested=True)`` does), so the UI groups them. After the
-last job the parent gets:
+submitit). Before the first job it opens the parent run (``pipeline.tracking.run``, which
+also makes each job's run a child of it). After the last job the parent gets:
 
 - ``best/<metric>`` and ``best/<key>`` params: the best job's value of ``optimized_metric``
   (``optimized_mode``: min or max) and its swept overrides; tag ``best_run_id``;
-- ``children.csv``: one row per job, its swept overrides and final metrics;
+- ``children.csv``: one row per job, its swept overrides, status and final metrics;
 - ``seeds.csv`` for jobs that differ only in ``seed``: mean and standard deviation of each
   test metric per configuration; when the whole sweep is one configuration over seeds,
   also metrics ``<metric>/mean`` and ``<metric>/std`` on the parent.
 
-MLflow is imported only when a sweep tracks: Hydra builds this callback for every run.
+A sweep that stops on an error (a failed job ends Hydra's multirun) still gets the summary of
+the jobs that ran, and its parent ends FAILED; a launching process killed outright leaves the
+parent to ``pipeline.tracking.run.reap_dead_runs``. MLflow is imported only when a sweep
+tracks: Hydra builds this callback for every run.
 """
 
 from __future__ import annotations
 
+import atexit
 import csv
 import io
 import json
@@ -34,13 +35,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
-
-PARENT_RUN_ENV = "PIPELINE_MLFLOW_PARENT_RUN_ID"
-# The sweep's command-line overrides that every job shares (JSON list): left out of job run names.
-SHARED_OVERRIDES_ENV = "PIPELINE_SWEEP_SHARED_OVERRIDES"
-PARENT_TAG = "mlflow.parentRunId"
-RUN_NAME_TAG = "mlflow.runName"
-MAX_RUN_NAME = 250
 
 
 def mlflow_settings(config: DictConfig) -> tuple[str, str] | None:
@@ -58,55 +52,45 @@ class MlflowSweepCallback(Callback):
         settings = mlflow_settings(config)
         if settings is None:
             return
-        from mlflow.tracking import MlflowClient
-
-        from pipeline.tracking.runs import git_state
-        from pipeline.tracking.store import experiment_id
+        from pipeline.tracking.provenance import git_state
+        from pipeline.tracking.run import RUN_NAME_TAG, SHARED_OVERRIDES_ENV, start_sweep_parent
 
         uri, name = settings
-        client = MlflowClient(uri)
         cli_overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
-        overrides = " ".join(cli_overrides)
         sweep_dir = str(config.hydra.sweep.dir)
         tags = {**git_state(config.paths.root_dir), RUN_NAME_TAG: f"sweep {os.path.basename(sweep_dir)}",
-                "pipeline.sweep": "parent", "sweep.dir": sweep_dir, "sweep.overrides": overrides[:5000],
+                "sweep.dir": sweep_dir, "sweep.overrides": " ".join(cli_overrides)[:5000],
                 "sweep.sweeper": str(config.hydra.sweeper.get("_target_", "")),
                 "sweep.launcher": str(config.hydra.launcher.get("_target_", ""))}
-        run = client.create_run(experiment_id(client, uri, name), tags=tags)
-        os.environ[PARENT_RUN_ENV] = run.info.run_id
+        run_id = start_sweep_parent(uri, name, tags)
         os.environ[SHARED_OVERRIDES_ENV] = json.dumps(shared_overrides(cli_overrides))
-        log.info("MLflow parent run %s of sweep %s (experiment %s at %s)", run.info.run_id, sweep_dir, name, uri)
+        # Hydra calls on_multirun_end only when every job succeeded: otherwise this ends the parent.
+        atexit.register(self._end_unfinished, config, run_id)
+        log.info("MLflow parent run %s of sweep %s (experiment %s)", run_id, sweep_dir, name)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish(config, "FINISHED")
+
+    def _end_unfinished(self, config: DictConfig, run_id: str) -> None:
+        from pipeline.tracking.run import PARENT_RUN_ENV
+
+        if os.environ.get(PARENT_RUN_ENV) == run_id:
+            self._finish(config, "FAILED")
+
+    def _finish(self, config: DictConfig, status: str) -> None:
+        from pipeline.tracking.run import PARENT_RUN_ENV, SHARED_OVERRIDES_ENV, end_run, open_store
+
         run_id = os.environ.pop(PARENT_RUN_ENV, None)
         os.environ.pop(SHARED_OVERRIDES_ENV, None)
         settings = mlflow_settings(config)
         if run_id is None or settings is None:
             return
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(settings[0])
         metric, mode = config.get("optimized_metric"), config.get("optimized_mode", "min")
-        summary = summarize_sweep(client, run_id, metric, mode)
-        client.set_terminated(run_id)
-        log.info("sweep summary (MLflow run %s): %s", run_id, summary)
-
-
-def job_run_tags() -> dict[str, str]:
-    """Tags that make a sweep job's run a child of the sweep's parent run, named after its overrides
-    (none outside a tracked multirun)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    parent = os.environ.get(PARENT_RUN_ENV)
-    if not parent or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return {}
-    job = HydraConfig.get().job
-    overrides = list(HydraConfig.get().overrides.task)
-    shared = set(json.loads(os.environ.get(SHARED_OVERRIDES_ENV, "[]")))
-    name = " ".join(item for item in overrides if item not in shared)
-    return {PARENT_TAG: parent, RUN_NAME_TAG: f"#{job.num} {name}"[:MAX_RUN_NAME],
-            "sweep.job": str(job.num), "sweep.overrides": json.dumps(overrides)[:5000]}
+        try:
+            summary = summarize_sweep(open_store(settings[0]), run_id, metric, mode)
+            log.info("sweep summary (MLflow run %s): %s", run_id, summary)
+        finally:
+            end_run(settings[0], run_id, status)
 
 
 def shared_overrides(cli_overrides: Sequence[str]) -> list[str]:
@@ -122,6 +106,8 @@ def summarize_sweep(client: Any, parent_run_id: str, metric: str | None, mode: s
     if mode not in ("min", "max"):
         raise ValueError(f"optimized_mode must be 'min' or 'max', got {mode!r}")
     parent = client.get_run(parent_run_id)
+    from pipeline.tracking.run import PARENT_TAG
+
     children = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
                                   max_results=10000)
     jobs = [_job(run) for run in children]

@@ -2,7 +2,7 @@
 
 Drawn on ``matplotlib.figure.Figure`` (the Agg canvas), never through ``pyplot``: pyplot keeps
 every figure in a global registry until closed, which leaks memory in a long training process
-and is not thread-safe. Only ``pipeline.tracking.callbacks`` imports this module.
+and is not thread-safe. Only ``pipeline.callbacks.figures`` imports this module.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Every callback decides for itself whether it applies (by the module's family and the
 datamodule's task and input shape), so one config serves every experiment. Figures go to
 ``<run folder>/figures/`` (``trainer.default_root_dir``, beside ``checkpoints/`` and
-``history.csv``) and, for every ``MLFlowLogger`` of the trainer, to the MLflow run's
-``figures/`` artifacts. Only global rank zero draws. Nothing is drawn per batch: figures at
+``history.csv``) and, through every logger that takes files (``log_file``: the MLflow logger of
+``pipeline.tracking.logger``), to the tracked run's ``figures/`` artifacts. Only global rank zero draws. Nothing is drawn per batch: figures at
 fit or test end, GAN frames every ``every_n_steps`` batches.
 
 A figure hook that fails is logged as a warning with its traceback and its figure skipped: a
@@ -24,12 +24,11 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import MLFlowLogger
 from matplotlib.figure import Figure
 from PIL import Image
 
 from pipeline.reports import EpochRows
-from pipeline.tracking import figures
+from pipeline.callbacks import drawing
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +65,15 @@ class FigureCallback(Callback):
             return None
         path = self.figures_dir(trainer) / subdir / name
         draw(path)
-        for logger in trainer.loggers:
-            if isinstance(logger, MLFlowLogger):
-                logger.experiment.log_artifact(logger.run_id, str(path), f"{ARTIFACT_DIR}/{subdir}".rstrip("/"))
+        for logger in trainer.loggers:  # a tracking logger (pipeline.tracking.logger) takes files
+            log_file = getattr(logger, "log_file", None)
+            if callable(log_file):
+                log_file(path, f"{ARTIFACT_DIR}/{subdir}".rstrip("/"))
         return path
 
     def publish_figure(self, trainer: L.Trainer, name: str, make: Callable[[], Figure]) -> Path | None:
         """``publish`` for a matplotlib figure built by ``make()`` (built only on rank zero)."""
-        return self.publish(trainer, name, lambda path: figures.save_png(make(), path))
+        return self.publish(trainer, name, lambda path: drawing.save_png(make(), path))
 
 
 # --- helpers: the datamodule's raw data, and predictions of the module on it ---------------------------
@@ -131,7 +131,7 @@ class LossCurves(EpochRows, FigureCallback):
     @guarded
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.rows:
-            self.publish_figure(trainer, "loss_curves.png", lambda: figures.loss_curves(self.rows))
+            self.publish_figure(trainer, "loss_curves.png", lambda: drawing.loss_curves(self.rows))
 
 
 class _ModelOnData(FigureCallback):
@@ -164,7 +164,7 @@ class DecisionBoundary(_ModelOnData):
             return _predict(pl_module, datamodule, torch.from_numpy(points), pl_module.classify).numpy()
 
         self.publish_figure(trainer, "decision_boundary.png",
-                            lambda: figures.decision_boundary(predict, x.numpy(), y.numpy(), names))
+                            lambda: drawing.decision_boundary(predict, x.numpy(), y.numpy(), names))
 
 
 class FittedCurve(_ModelOnData):
@@ -178,7 +178,7 @@ class FittedCurve(_ModelOnData):
 
         def make() -> Figure:
             predicted = _predict(pl_module, datamodule, x, lambda inputs: pl_module(inputs)[:, 0])
-            return figures.fitted_curve(x[:, 0].numpy(), y.numpy(), predicted.numpy())
+            return drawing.fitted_curve(x[:, 0].numpy(), y.numpy(), predicted.numpy())
 
         self.publish_figure(trainer, "fitted_curve.png", make)
 
@@ -193,7 +193,7 @@ class ConfusionMatrix(FigureCallback):
             return
         names = _class_names(_datamodule(trainer), len(matrix))
         self.publish_figure(trainer, "confusion_matrix.png",
-                            lambda: figures.confusion_matrix(matrix.numpy(), names))
+                            lambda: drawing.confusion_matrix(matrix.numpy(), names))
 
 
 class MisclassifiedExamples(FigureCallback):
@@ -222,7 +222,7 @@ class MisclassifiedExamples(FigureCallback):
             log.info("no misclassified test images: misclassified.png not drawn")
             return
         names = _class_names(datamodule, pl_module.num_classes)
-        self.publish_figure(trainer, "misclassified.png", lambda: figures.misclassified(*wrong, names))
+        self.publish_figure(trainer, "misclassified.png", lambda: drawing.misclassified(*wrong, names))
 
     def _mistakes(self, pl_module: L.LightningModule, datamodule: Any) -> tuple[np.ndarray, list, list] | None:
         """The first ``max_images`` misclassified test images (raw pixels), their labels and predictions."""
@@ -287,19 +287,19 @@ class GANProgress(FigureCallback):
         if not self.frames:
             return
         final = self.frames[-1]
-        self.publish(trainer, "samples_final.png", lambda path: figures.save_image(final, path))
+        self.publish(trainer, "samples_final.png", lambda path: drawing.save_image(final, path))
         labels, name = self._row_labels(trainer, pl_module)
         if labels:
-            self.publish_figure(trainer, name, lambda: figures.labelled_grid(
+            self.publish_figure(trainer, name, lambda: drawing.labelled_grid(
                 final, labels, f"{name.removesuffix('.png').replace('_', ' ')} (step {step})"))
         if len(self.frames) > 1:
-            self.publish(trainer, "samples.gif", lambda path: figures.save_gif(self.frames, path))
+            self.publish(trainer, "samples.gif", lambda path: drawing.save_gif(self.frames, path))
 
     def _frame(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         if not trainer.is_global_zero or step == self._last_step:
             return
-        image = figures.image_grid(pl_module.sample_grid(), nrow=int(getattr(pl_module.hparams, "grid_cols", 8)))
-        self.publish(trainer, f"step_{step:06d}.png", lambda path: figures.save_image(image, path), subdir="samples")
+        image = drawing.image_grid(pl_module.sample_grid(), nrow=int(getattr(pl_module.hparams, "grid_cols", 8)))
+        self.publish(trainer, f"step_{step:06d}.png", lambda path: drawing.save_image(image, path), subdir="samples")
         self.frames.append(image)
         self._last_step = step
 

@@ -1,0 +1,318 @@
+"""The one owner of MLflow runs: a run is created or continued, described, and ended here and nowhere else.
+
+Everything goes through an ``MlflowClient`` of the store the config names; nothing sets
+MLflow's process-wide state (the one exception, the model upload, is scoped: see
+``TrackedRun.log_model``). A run's life:
+
+- ``open_store``: a new SQLite store is created and migrated under a file lock, because
+  MLflow migrates a new database in every process that opens it and two at once fail
+  (``duplicate column name``);
+- ``TrackedRun.start``: ends the runs of dead local processes as KILLED (``reap_dead_runs``),
+  then creates a run, or continues the run a resumed checkpoint belongs to (one id, one
+  metric history, one final status);
+- tags, params and the composed config (secrets redacted: ``pipeline.redact``), then the
+  outcome: best checkpoint, model summary, the model itself;
+- ``end``: FINISHED, FAILED (an error) or KILLED (interrupted). A process killed outright
+  cannot end its run; the next run started on the same host does (or ``python -m
+  pipeline.tracking.reap``).
+
+A sweep is a parent run (``start_sweep_parent``) whose jobs find it through the environment
+(``PARENT_RUN_ENV``, inherited by local workers and SLURM jobs alike) and tag themselves its
+children (``sweep_job_tags``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.redact import redact, redact_text
+from pipeline.tracking.processes import is_alive, is_local, process_identity
+
+log = logging.getLogger(__name__)
+
+SQLITE_PREFIX = "sqlite:///"
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+PROCESS_TAG = "pipeline.process"  # host/boot/pid/start of the process that trains the run
+ENDED_TAG = "pipeline.ended"
+PARENT_RUN_ENV = "PIPELINE_MLFLOW_PARENT_RUN_ID"
+# The sweep's command-line overrides that every job shares (JSON list): left out of job run names.
+SHARED_OVERRIDES_ENV = "PIPELINE_SWEEP_SHARED_OVERRIDES"
+RUN_FILE = "mlflow_run.json"  # in a run folder: the MLflow run its checkpoints belong to
+MAX_RUN_NAME = 250
+MAX_PARAM_LENGTH = 6000  # MLflow's limit for a param value
+# MLflow's serialization formats of a PyTorch model: "pt2" (torch.export: a traced graph, loads without
+# running pickled code or importing this project; MLflow 3's default) or "pickle" (the module object:
+# faster to log, and loads back as the trainable module where `pipeline` is installed).
+MODEL_FORMATS = ("pt2", "pickle")
+
+
+# --- the store --------------------------------------------------------------------------------------
+
+
+def local_artifact_root(tracking_uri: str | None) -> Path | None:
+    """``mlruns/`` beside a SQLite store's database file; None for servers and other stores.
+
+    MLflow's own default is ``./mlruns`` relative to wherever the process started, which
+    scatters the artifacts of runs started from different folders."""
+    if not tracking_uri or not tracking_uri.startswith(SQLITE_PREFIX):
+        return None
+    return Path(tracking_uri.removeprefix(SQLITE_PREFIX)).resolve().parent / "mlruns"
+
+
+def default_artifact_location(tracking_uri: str | None, experiment_name: str) -> str | None:
+    """Where a new experiment of this store keeps its artifacts (None: the store's default)."""
+    root = local_artifact_root(tracking_uri)
+    return None if root is None else (root / experiment_name).as_uri()
+
+
+def open_store(tracking_uri: str) -> Any:
+    """An ``MlflowClient`` of the store, whose schema exists and is current before anyone else writes to it."""
+    from filelock import FileLock
+    from mlflow.tracking import MlflowClient
+
+    if not tracking_uri.startswith(SQLITE_PREFIX):
+        return MlflowClient(tracking_uri)  # a server or a database server migrates in one transaction
+    database = Path(tracking_uri.removeprefix(SQLITE_PREFIX))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{database}.lock"):
+        client = MlflowClient(tracking_uri)  # creates and migrates the schema (once per process)
+        client.search_experiments(max_results=1)
+    return client
+
+
+def experiment_id(client: Any, tracking_uri: str, name: str) -> str:
+    """The id of experiment ``name``: created when missing (also when another process creates it at the same
+    moment), restored when a user deleted it in the UI (MLflow refuses runs in a deleted experiment)."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=default_artifact_location(tracking_uri, name))
+        except MlflowException:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def reap_dead_runs(client: Any, experiment_ids: Sequence[str] | None = None) -> list[str]:
+    """End as KILLED every RUNNING run whose process, on this host, no longer lives; returns their ids."""
+    if experiment_ids is None:
+        experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    if not experiment_ids:
+        return []
+    running = client.search_runs(list(experiment_ids), "attributes.status = 'RUNNING'", max_results=5000)
+    reaped = []
+    for run in running:
+        identity = run.data.tags.get(PROCESS_TAG, "")
+        if identity and is_local(identity) and not is_alive(identity):
+            client.set_tag(run.info.run_id, ENDED_TAG, "its process died; marked KILLED by a later command")
+            client.set_terminated(run.info.run_id, "KILLED")
+            reaped.append(run.info.run_id)
+    if reaped:
+        log.warning("marked %d MLflow run(s) of dead processes KILLED: %s", len(reaped), ", ".join(reaped))
+    return reaped
+
+
+# --- one run ------------------------------------------------------------------------------------------
+
+
+class TrackedRun:
+    """One MLflow run of this process, from its start (or continuation) to its final status."""
+
+    def __init__(self, client: Any, tracking_uri: str, run_id: str, experiment_id: str) -> None:
+        self.client, self.tracking_uri = client, tracking_uri
+        self.run_id, self.experiment_id = run_id, experiment_id
+
+    @classmethod
+    def start(cls, tracking_uri: str, experiment_name: str, tags: Mapping[str, str],
+              continue_run_id: str | None = None) -> TrackedRun:
+        """A new run with ``tags``, or the run ``continue_run_id`` set RUNNING again (a resumed training)."""
+        from mlflow.tracking.context.registry import resolve_tags
+
+        client = open_store(tracking_uri)
+        experiment = experiment_id(client, tracking_uri, experiment_name)
+        reap_dead_runs(client, [experiment])
+        tags = {**redact(dict(tags)), PROCESS_TAG: process_identity()}
+        run_id = _continuable(client, continue_run_id, experiment) if continue_run_id else None
+        if run_id is None:
+            run_id = client.create_run(experiment, tags=resolve_tags(tags)).info.run_id
+        else:
+            client.update_run(run_id, status="RUNNING")
+            continued = {k: v for k, v in tags.items() if k not in (RUN_NAME_TAG, PARENT_TAG)}
+            _log_tags(client, run_id, {**continued, "pipeline.resumed": "true"})
+            log.info("continuing MLflow run %s", run_id)
+        return cls(client, tracking_uri, run_id, experiment)
+
+    def log_tags(self, tags: Mapping[str, str]) -> None:
+        _log_tags(self.client, self.run_id, redact(dict(tags)))
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        """The composed config, secrets redacted: flattened into params (``optimizer/lr``) and whole as
+        ``config.yaml``. A continued run keeps its params; values changed since are noted in a tag."""
+        import yaml
+        from mlflow.entities import Param
+
+        config = redact(dict(config))
+        params = {key: str(value)[:MAX_PARAM_LENGTH] for key, value in flatten(config).items()}
+        logged = self.client.get_run(self.run_id).data.params
+        changed = sorted(key for key, value in params.items() if key in logged and logged[key] != value)
+        new = [Param(key, value) for key, value in params.items() if key not in logged]
+        for start in range(0, len(new), 100):  # MLflow takes at most 100 params a call
+            self.client.log_batch(self.run_id, params=new[start:start + 100])
+        if changed:
+            self.log_tags({"pipeline.resume_changed_params": " ".join(changed)})
+        self.client.log_text(self.run_id, yaml.safe_dump(config, sort_keys=False), "config.yaml")
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Params not logged yet (MLflow refuses to change one); a resumed run logs the same values again."""
+        from mlflow.entities import Param
+
+        logged = self.client.get_run(self.run_id).data.params
+        new = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in redact(dict(params)).items() if k not in logged]
+        for start in range(0, len(new), 100):
+            self.client.log_batch(self.run_id, params=new[start:start + 100])
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_artifact(self, path: str | Path, artifact_dir: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_dir)
+
+    def log_model(self, model: Any, example: Any, serialization_format: str) -> None:
+        """``model`` as the run's MLflow model ``model`` (PyTorch flavour), with signature and input example.
+
+        MLflow's model logging has no client form: it reads the process's tracking URI (so it runs with
+        that URI set for the call only, ``_scoped_tracking_uri``) and would file the model under the
+        process's active experiment (so the model entity is created here, in the run's experiment)."""
+        import mlflow
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        if serialization_format not in MODEL_FORMATS:
+            raise ValueError(f"model format {serialization_format!r}: expected one of {', '.join(MODEL_FORMATS)}")
+        with torch.no_grad():
+            prediction = model(torch.from_numpy(example)).numpy()
+        # Requirements stated, not inferred: inference imports the model in a subprocess (seconds).
+        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+        entity = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=self.run_id,
+                                                 params=self.client.get_run(self.run_id).data.params)
+        with _scoped_tracking_uri(self.tracking_uri):
+            mlflow.pytorch.log_model(model, name="model", run_id=self.run_id, model_id=entity.model_id,
+                                     input_example=example,
+                                     signature=infer_signature(example, prediction), pip_requirements=requirements,
+                                     serialization_format=serialization_format)
+
+    def end(self, status: str) -> None:
+        """FINISHED, FAILED or KILLED."""
+        self.client.set_terminated(self.run_id, status)
+        log.info("MLflow run %s ended %s", self.run_id, status)
+
+    def save_reference(self, run_dir: str | Path, experiment_name: str) -> None:
+        """``<run folder>/mlflow_run.json``: how a resume from this folder's checkpoints finds this run."""
+        from pipeline.atomic import save_json
+
+        save_json(Path(run_dir) / RUN_FILE, {"run_id": self.run_id, "experiment_id": self.experiment_id,
+                                             "experiment_name": experiment_name,
+                                             "tracking_uri": redact_text(self.tracking_uri)})
+
+
+@contextlib.contextmanager
+def _scoped_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking URI set to ``uri`` for the block, then put back as it was, and so is
+    ``MLFLOW_TRACKING_URI``: MLflow's own ``_use_tracking_uri`` deletes that variable when it restores."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    previous, variable = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if variable is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
+
+
+def run_of_checkpoint(checkpoint: str | Path) -> str | None:
+    """The MLflow run a checkpoint was written by: ``mlflow_run.json`` in its folder or the run folder above."""
+    folder = Path(checkpoint).resolve().parent
+    for candidate in (folder / RUN_FILE, folder.parent / RUN_FILE):
+        if candidate.is_file():
+            return json.loads(candidate.read_text()).get("run_id")
+    return None
+
+
+def _continuable(client: Any, run_id: str, experiment: str) -> str | None:
+    """``run_id`` when it is a live run of ``experiment`` in this store, else None (a new run is started)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        run = None
+    if run is None or run.info.experiment_id != experiment or run.info.lifecycle_stage != "active":
+        log.warning("the checkpoint's MLflow run %s is not in this store's experiment: starting a new run", run_id)
+        return None
+    return run_id
+
+
+def _log_tags(client: Any, run_id: str, tags: Mapping[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config as ``a/b/c`` keys (Lightning's convention for MLflow params); lists stay whole."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}/"))
+        else:
+            flat[name] = value
+    return flat
+
+
+# --- sweeps: a parent run and its children ---------------------------------------------------------------
+
+
+def start_sweep_parent(tracking_uri: str, experiment_name: str, tags: Mapping[str, str]) -> str:
+    """The parent run of a sweep; its jobs become children through ``PARENT_RUN_ENV``."""
+    run = TrackedRun.start(tracking_uri, experiment_name, {**tags, "pipeline.sweep": "parent"})
+    os.environ[PARENT_RUN_ENV] = run.run_id
+    return run.run_id
+
+
+def sweep_job_tags() -> dict[str, str]:
+    """Tags that make a sweep job's run a child of the sweep's parent run, named after its own overrides
+    (none outside a tracked multirun)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if not parent or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    job = HydraConfig.get().job
+    overrides = list(HydraConfig.get().overrides.task)
+    shared = set(json.loads(os.environ.get(SHARED_OVERRIDES_ENV, "[]")))
+    name = " ".join(item for item in overrides if item not in shared)
+    return {PARENT_TAG: parent, RUN_NAME_TAG: f"#{job.num} {name}"[:MAX_RUN_NAME],
+            "sweep.job": str(job.num), "sweep.overrides": json.dumps(overrides)[:5000]}
+
+
+def end_run(tracking_uri: str, run_id: str, status: str) -> None:
+    """End a run of this store by id (a sweep's parent, from the process that launched the sweep)."""
+    open_store(tracking_uri).set_terminated(run_id, status)
