@@ -19,7 +19,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipeline.tracking.sweep import PARENT_TAG, seed_groups, shared_overrides
+from pipeline.tracking.run import PARENT_TAG
+from pipeline.tracking.sweep import seed_groups, shared_overrides
 from tests.conftest import REPO_ROOT
 from tests.test_train import processed  # noqa: F401  (the tiny-datasets fixture)
 

@@ -1,0 +1,110 @@
+"""The losses a run records are the losses: sample-weighted means, checked against independent computations.
+
+Every dataset here has a partial last batch in each split (the case a plain mean of batch
+means gets wrong), and the values are read back from the real MLflow store and history.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mlflow.tracking import MlflowClient
+
+from pipeline.checkpoints import load_module
+from pipeline.models.metrics import WeightedMean
+from pipeline.train import train
+from tests.test_train import make_cfg, processed  # noqa: F401  (the tiny-datasets fixture)
+
+
+def history_rows(path: Path) -> list[dict[str, float]]:
+    with open(path, newline="") as fh:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
+
+
+def only_run(store: str, experiment: str):
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return client, run
+
+
+def test_weighted_mean_weighs_each_batch_by_its_size():
+    mean = WeightedMean()
+    mean.update(torch.tensor(1.0), weight=64)
+    mean.update(torch.tensor(10.0), weight=12)
+    assert float(mean.compute()) == pytest.approx((64 * 1.0 + 12 * 10.0) / 76)  # 2.42, not 5.5
+    mean.update(torch.tensor(float("nan")), weight=3)
+    assert math.isnan(float(mean.compute()))  # a diverged batch stays visible to the NaN guard
+
+
+def test_an_mse_regression_logs_loss_equal_to_mse_with_partial_batches(processed, tmp_path, mlflow_store):  # noqa: F811
+    # line: 120 train, 40 val, 40 test rows; batches of 32 leave 24 and 8 in the last batch of each split
+    cfg = make_cfg(processed, tmp_path, "data=line", "model=mlp_regression", "model.loss=mse", "trainer.max_epochs=3",
+                   "data.datamodule.batch_size=32", "task_name=mse")
+    metrics = train(cfg)
+    assert metrics["test/loss"] == pytest.approx(metrics["test/mse"], rel=1e-5)
+
+    client, run = only_run(mlflow_store, "mse")
+    for stage in ("train", "val"):
+        losses = client.get_metric_history(run.info.run_id, f"{stage}/loss")
+        mses = {m.step: m.value for m in client.get_metric_history(run.info.run_id, f"{stage}/mse")}
+        assert len(losses) == 3
+        for loss in losses:
+            assert loss.value == pytest.approx(mses[loss.step], rel=1e-5), (stage, loss.step)
+    assert run.data.metrics["test/loss"] == pytest.approx(run.data.metrics["test/mse"], rel=1e-5)
+    for row in history_rows(tmp_path / "run" / "history.csv"):
+        assert row["train/loss"] == pytest.approx(row["train/mse"], rel=1e-5)
+        assert row["val/loss"] == pytest.approx(row["val/mse"], rel=1e-5)
+
+
+@pytest.mark.parametrize("data", ["blobs", "mnist"])  # binary (one logit, BCE) and 10 classes (softmax CE)
+def test_a_classifier_test_loss_is_the_cross_entropy_of_its_predictions(processed, tmp_path, mlflow_store,  # noqa: F811
+                                                                        data):
+    # 40 test rows (tabular or 16x16 images) in batches of 32 and 8
+    cfg = make_cfg(processed, tmp_path, f"data={data}", "model=mlp_classifier", "trainer.max_epochs=3",
+                   "data.datamodule.batch_size=32", "task_name=clf")
+    train(cfg)
+    _, run = only_run(mlflow_store, "clf")
+
+    checkpoint = next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))  # the best one, which was tested
+    module, record = load_module(checkpoint)
+    x = torch.from_numpy(np.load(processed / data / "test_x.npy")).float()
+    y = torch.from_numpy(np.load(processed / data / "test_y.npy")).long()
+    mean, std = (torch.tensor(record["data"]["normalization"][k]) for k in ("mean", "std"))
+    if x.ndim == 4:  # uint8 pixels, normalised per channel
+        x, mean, std = x / 255, mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+    with torch.no_grad():
+        logits = module((x - mean) / std)
+    if len(record["data"]["class_names"]) == 2:
+        expected = F.binary_cross_entropy_with_logits(logits[:, 0], y.float()).item()  # the mean over all rows
+    else:
+        expected = F.cross_entropy(logits, y).item()
+    assert len(y) % 32 != 0
+    assert run.data.metrics["test/loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_gan_losses_per_epoch_are_the_weighted_means_of_its_batches(processed, tmp_path, mlflow_store):  # noqa: F811
+    # tiny digits, every class: 100 training images in batches of 32, 32, 32 and 4
+    cfg = make_cfg(processed, tmp_path, "experiment=mnist_gan", "model.scorer_checkpoint=null",
+                   "callbacks.model_checkpoint=null", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
+                   "data.datamodule.batch_size=32", "data.datamodule.classes=null", "callbacks.gan_progress=null",
+                   "task_name=gan")
+    train(cfg)
+    client, run = only_run(mlflow_store, "gan")
+    rows = history_rows(tmp_path / "run" / "history.csv")
+    sizes = [32, 32, 32, 4]
+    for name in ("d_loss", "g_loss"):
+        steps = {m.step: m.value for m in client.get_metric_history(run.info.run_id, f"train/{name}_step")}
+        assert sorted(steps) == list(range(8))
+        epochs = [m.value for m in sorted(client.get_metric_history(run.info.run_id, f"train/{name}"),
+                                          key=lambda m: m.step)]
+        for epoch in range(2):
+            batch_values = [steps[4 * epoch + i] for i in range(4)]
+            expected = sum(n * v for n, v in zip(sizes, batch_values)) / sum(sizes)
+            assert epochs[epoch] == pytest.approx(expected, rel=1e-5)
+            assert rows[epoch][f"train/{name}"] == pytest.approx(expected, rel=1e-5)
