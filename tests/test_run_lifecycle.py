@@ -105,6 +105,23 @@ def test_a_killed_training_resumes_into_the_same_run(processed, tmp_path, mlflow
     assert "test/acc" in run.data.metrics and run.data.tags["pipeline.resumed"] == "true"
 
 
+@pytest.mark.slow
+def test_a_terminated_training_ends_its_run_killed(processed, tmp_path, mlflow_store):  # noqa: F811
+    # SIGTERM is what SLURM and Kubernetes send before they pre-empt a job: Lightning stops at the next batch
+    logs = tmp_path / "logs"
+    job = subprocess.Popen(command(processed, logs, *QUICK, "trainer.max_epochs=30", "callbacks.early_stopping=null",
+                                   "+callbacks.slow._target_=tests.slow_epochs.SlowEpochs", "+callbacks.slow.seconds=0.4"),
+                           cwd=REPO_ROOT, env=environment(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while next((logs / "spirals_mlp" / "runs").glob("*/history.csv"), None) is None:
+        assert job.poll() is None and time.monotonic() < deadline, "the training did not start"
+        time.sleep(0.1)
+    job.send_signal(signal.SIGTERM)
+    output = job.communicate(timeout=120)[0]
+    (run,) = runs(mlflow_store)
+    assert run.info.status == "KILLED", output[-3000:]
+
+
 def test_resume_true_takes_the_newest_last_checkpoint_of_the_task(tmp_path):
     with pytest.raises(ModelConfigError, match=r"resume=true: no run of task_name=demo has a checkpoint"):
         newest_last_checkpoint(tmp_path, "demo")

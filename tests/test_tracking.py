@@ -142,3 +142,18 @@ def test_an_unknown_model_format_is_refused_by_name(tmp_path):
 
     with pytest.raises(ValueError, match=r"logger.mlflow.model_format='onnx': expected one of pt2, pickle"):
         PipelineMLFlowLogger(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", experiment_name="x", model_format="onnx")
+
+
+def test_only_the_run_owner_and_the_sweep_callback_import_mlflow():
+    import ast
+
+    from tests.conftest import REPO_ROOT
+
+    importers = set()
+    for path in (REPO_ROOT / "src" / "pipeline").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(name == "mlflow" or name.startswith("mlflow.") for name in names):
+                importers.add(path.relative_to(REPO_ROOT / "src").as_posix())
+    assert importers == {"pipeline/tracking/run.py", "pipeline/tracking/sweep.py"}

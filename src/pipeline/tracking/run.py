@@ -160,8 +160,8 @@ class TrackedRun:
     def log_config(self, config: Mapping[str, Any]) -> None:
         """The composed config, secrets redacted: flattened into params (``optimizer/lr``) and whole as
         ``config.yaml``. A continued run keeps its params; values changed since are noted in a tag."""
-        import yaml
         from mlflow.entities import Param
+        from omegaconf import OmegaConf
 
         config = redact(dict(config))
         params = {key: str(value)[:MAX_PARAM_LENGTH] for key, value in flatten(config).items()}
@@ -172,7 +172,7 @@ class TrackedRun:
             self.client.log_batch(self.run_id, params=new[start:start + 100])
         if changed:
             self.log_tags({"pipeline.resume_changed_params": " ".join(changed)})
-        self.client.log_text(self.run_id, yaml.safe_dump(config, sort_keys=False), "config.yaml")
+        self.client.log_text(self.run_id, OmegaConf.to_yaml(config), "config.yaml")
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Params not logged yet (MLflow refuses to change one); a resumed run logs the same values again."""
