@@ -87,11 +87,6 @@ def test_a_killed_training_resumes_into_the_same_run(processed, tmp_path, mlflow
     (killed,) = runs(mlflow_store)
     assert killed.info.status == "RUNNING"  # nothing could end it
 
-    reap = subprocess.run([sys.executable, "-m", "pipeline.tracking.reap"], cwd=REPO_ROOT, env=environment(),
-                          capture_output=True, text=True, timeout=300)
-    assert reap.returncode == 0 and killed.info.run_id in reap.stdout, reap.stdout + reap.stderr
-    assert runs(mlflow_store)[0].info.status == "KILLED"
-
     resumed = subprocess.run(command(processed, logs, *overrides, "resume=true"), cwd=REPO_ROOT, env=environment(),
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -103,6 +98,28 @@ def test_a_killed_training_resumes_into_the_same_run(processed, tmp_path, mlflow
     val_steps = {m.step for m in client.get_metric_history(run.info.run_id, "val/loss")}
     assert len(val_steps) == 10
     assert "test/acc" in run.data.metrics and run.data.tags["pipeline.resumed"] == "true"
+    assert "pipeline.ended" not in run.data.tags  # reaped as KILLED when the resume started, then continued
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "config_resumed.yaml"} <= artifacts
+
+
+@pytest.mark.slow
+def test_the_reap_command_ends_runs_of_dead_processes(processed, tmp_path, mlflow_store):  # noqa: F811
+    logs = tmp_path / "logs"
+    job = subprocess.Popen(command(processed, logs, *QUICK, "trainer.max_epochs=30", "callbacks.early_stopping=null",
+                                   "+callbacks.slow._target_=tests.slow_epochs.SlowEpochs", "+callbacks.slow.seconds=0.4"),
+                           cwd=REPO_ROOT, env=environment(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    kill_after_epochs(job, logs / "spirals_mlp" / "runs", epochs=1)
+    (killed,) = runs(mlflow_store)
+    assert killed.info.status == "RUNNING"
+    reap = subprocess.run([sys.executable, "-m", "pipeline.tracking.reap"], cwd=REPO_ROOT, env=environment(),
+                          capture_output=True, text=True, timeout=300)
+    assert reap.returncode == 0 and killed.info.run_id in reap.stdout, reap.stdout + reap.stderr
+    (run,) = runs(mlflow_store)
+    assert run.info.status == "KILLED" and "died" in run.data.tags["pipeline.ended"]
+    again = subprocess.run([sys.executable, "-m", "pipeline.tracking.reap"], cwd=REPO_ROOT, env=environment(),
+                           capture_output=True, text=True, timeout=300)
+    assert again.stdout.startswith("0 run(s)")  # a finished (or live) run is never touched
 
 
 @pytest.mark.slow

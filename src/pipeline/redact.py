@@ -6,18 +6,21 @@ the composed config, so without this it would be logged verbatim as a param, ins
 files, where everyone who can open the MLflow UI reads it. Redacted are:
 
 - the password of every URL's user-info (``scheme://user:password@host`` → ``scheme://user:***@host``);
-- the value of every config key named like a secret (``password``, ``token``, ``api_key``, ...).
+- the value of every config key named like a secret (``password``, ``token``, ``api_key``, ...),
+  also where it is written ``key=value`` (an override) or ``key: value`` (a YAML line).
 
 ``RedactSecrets`` (``hydra.callbacks`` in conf/train.yaml) applies the same rules to Hydra's own
 files in the run folder (``.hydra/*.yaml``, a sweep's ``multirun.yaml``) and to every log
-record, so the ``<task>.log`` file and the console never carry one either.
+record the process creates (a log-record factory: it outlives Hydra's reconfiguring of the
+handlers and covers MLflow's and Lightning's own loggers), so the ``<task>.log`` file and the
+console carry none either. What a library prints without logging is beyond its reach.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +32,28 @@ from omegaconf import DictConfig
 from pipeline.atomic import atomic_open
 
 MASK = "***"
-# scheme://user:password@ — the password runs to the '@' (RFC 3986 percent-encodes '@', '/', '?', '#' in it).
-_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*):(?P<password>[^@/?#\s]+)@")
-_SECRET_KEY = re.compile(r"(^|[_.\-/])(password|passwd|secret|token|api_?key|access_?key|credentials?)$",
-                         re.IGNORECASE)
+# scheme://user:password@ — the password runs to the token's last '@' (SQLAlchemy, which MLflow uses for
+# database URIs, takes '/', '?' and '#' in a password as they are).
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*):(?P<password>\S*)@")
+# Key names that hold secrets; a bare `token` too, but not tokenizer settings such as pad_token or eos_token.
+_SECRET_KEY = re.compile(
+    r"(?:(?:^|[_.\-/])(?:password|passwd|pwd|passphrase|secret|credentials?|(?:api|access|private|secret)_?key)"
+    r"|(?:^|[.\-/])(?:token|(?:auth|access|api|bearer|refresh|session|hf|github)_token))$", re.IGNORECASE)
+# `key=value` (an override) or `key: value` (a YAML line), the value on the same line.
+_ASSIGNMENT = re.compile(r"(?P<key>[\w.+/\-]+)(?P<sep>=|:[ \t]+)(?P<value>[^\s,\]\"']+)")
+
+
+def _mask_assignment(match: re.Match[str]) -> str:
+    if not is_secret_key(match["key"].lstrip("+~")):
+        return match[0]
+    # YAML reads a bare *** as an alias: quoted after a colon, the file stays valid YAML
+    return f"{match['key']}{match['sep']}{MASK if match['sep'] == '=' else repr(MASK)}"
 
 
 def redact_text(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***``."""
-    return _URL_PASSWORD.sub(lambda match: f"{match['head']}:{MASK}@", text)
+    """``text`` with the password of every URL, and the value of every ``secret_key=value``, replaced by ``***``."""
+    text = _URL_PASSWORD.sub(lambda match: f"{match['head']}:{MASK}@", text)
+    return _ASSIGNMENT.sub(_mask_assignment, text)
 
 
 def is_secret_key(key: str) -> bool:
@@ -46,49 +62,59 @@ def is_secret_key(key: str) -> bool:
 
 
 def redact(value: Any, key: str = "") -> Any:
-    """A copy of plain config values (dicts, lists, strings) with every secret masked."""
+    """A copy of plain config values (dicts, lists, strings) with every secret masked; everything under a
+    secret-named key is masked whole."""
+    if is_secret_key(key) and value not in (None, ""):
+        return MASK
     if isinstance(value, Mapping):
         return {k: redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(redact(v) for v in value)
-    if is_secret_key(key) and value not in (None, ""):
-        return MASK
     return redact_text(value) if isinstance(value, str) else value
 
 
 def redact_file(path: Path) -> None:
-    """Rewrite a text file (atomically) when it holds a secret."""
+    """Rewrite a text file (atomically) when it holds a secret; a YAML file stays valid YAML."""
     if not path.is_file():
         return
     text = path.read_text(encoding="utf-8")
     clean = redact_text(text)
-    clean = re.sub(r"(?m)^(\s*-?\s*[\w.\-/+]*?(?:password|passwd|secret|token|api_?key|access_?key)\s*[:=]\s*)\S.*$",
-                   rf"\g<1>{MASK}", clean, flags=re.IGNORECASE)
     if clean != text:
         with atomic_open(path, "w") as fh:
             fh.write(clean)
 
 
-class RedactingFilter(logging.Filter):
-    """Masks URL passwords in every record that passes a handler (the console and the run's log file)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+def _redacting_factory(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is logging's to report, not ours
+            return record
         clean = redact_text(message)
         if clean != message:
             record.msg, record.args = clean, ()
-        return True
+        if record.exc_info and not record.exc_text:  # tracebacks: formatters use exc_text when it is set
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        return record
+
+    make_record.redacting = True  # type: ignore[attr-defined]
+    return make_record
 
 
 def redact_logging() -> None:
-    """Add the filter to every handler of the root logger (Hydra configures them per job); idempotent."""
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+    """Mask secrets in every log record this process creates, whatever its logger and handlers: Hydra
+    replaces the handlers for each job, and MLflow's and Lightning's loggers have their own. Idempotent."""
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "redacting", False):
+        logging.setLogRecordFactory(_redacting_factory(factory))
 
 
 class RedactSecrets(Callback):
     """Hydra callback: redact the files Hydra wrote into the run (and sweep) folder, and every log line."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        redact_logging()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         redact_logging()

@@ -98,11 +98,15 @@ def build_model(cfg: DictConfig, datamodule: ArrayDataModule) -> L.LightningModu
 def checkpoint_to_resume(cfg: DictConfig) -> str | None:
     """``ckpt_path`` when given, else with ``resume=true`` the newest ``last.ckpt`` of this ``task_name``'s runs;
     a checkpoint of another model family is refused before any work."""
-    ckpt_path = cfg.get("ckpt_path")
+    ckpt_path, newest = cfg.get("ckpt_path"), False
     if not ckpt_path and cfg.get("resume"):
-        ckpt_path = newest_last_checkpoint(cfg.paths.log_dir, cfg.task_name)
+        ckpt_path, newest = newest_last_checkpoint(cfg.paths.log_dir, cfg.task_name), True
     if ckpt_path:
-        check_family(ckpt_path, model_family(cfg.model._target_))
+        data = check_family(ckpt_path, model_family(cfg.model._target_))["pipeline"]["data"]["name"]
+        if newest and data != cfg.data.name:  # task_name (default: train) may be shared by unrelated runs
+            raise ModelConfigError(
+                f"resume=true: the newest checkpoint of task_name={cfg.task_name}, {ckpt_path}, was trained on "
+                f"data={data}, not data={cfg.data.name}; give ckpt_path=<checkpoint> or the run's own task_name")
         log.info("Resuming from %s", ckpt_path)
     return ckpt_path
 

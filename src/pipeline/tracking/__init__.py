@@ -1,4 +1,5 @@
-"""MLflow tracking: what each run records (runs), figures as callbacks, sweeps as parent/child runs.
+"""MLflow tracking: one owner of a run's life (run), Lightning's logger into it (logger), what a run records
+about its origin (provenance), sweeps as parent/child runs (sweep).
 
 Imported only where a run tracks: ``import pipeline.tracking`` does not import MLflow.
 """

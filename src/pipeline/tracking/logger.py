@@ -46,8 +46,9 @@ class PipelineMLFlowLogger(MLFlowLogger):
                  **kwargs: Any) -> None:
         if model_format not in MODEL_FORMATS:
             raise ValueError(f"logger.mlflow.model_format={model_format!r}: expected one of {', '.join(MODEL_FORMATS)}")
-        if rank_zero_only.rank == 0:
-            open_store(tracking_uri)  # created and migrated under a lock before Lightning's client opens it
+        if kwargs.get("log_model"):
+            raise ValueError("logger.mlflow.log_model: the pipeline logs the best checkpoint itself (keep it false)")
+        open_store(tracking_uri)  # created and migrated under a lock before Lightning's client (every rank's) opens it
         location = artifact_location or default_artifact_location(tracking_uri, experiment_name)
         super().__init__(tracking_uri=tracking_uri, experiment_name=experiment_name, run_name=run_name,
                          artifact_location=location, **kwargs)
@@ -110,14 +111,14 @@ def track_run(trainer: L.Trainer, cfg: DictConfig, datamodule: Any,
     interrupted (Ctrl+C, SIGTERM), FAILED on any error. Rank zero only; nothing without an MLflow logger."""
     trackers = [lg for lg in trainer.loggers if isinstance(lg, PipelineMLFlowLogger)] if trainer.is_global_zero \
         else []
-    if trackers:
-        continue_run_id = run_of_checkpoint(resume_from) if resume_from else None
-        tags = {**source_tags(cfg, datamodule.meta, experiment_preset()), **environment_tags(), **sweep_job_tags()}
-        for tracker in trackers:
-            run = tracker.begin(tags, continue_run_id)
-            run.log_config(composed_config(cfg))
-            run.save_reference(trainer.default_root_dir, tracker.experiment_name)
     try:
+        if trackers:
+            continue_run_id = run_of_checkpoint(resume_from) if resume_from else None
+            tags = {**source_tags(cfg, datamodule.meta, experiment_preset()), **environment_tags(), **sweep_job_tags()}
+            for tracker in trackers:
+                run = tracker.begin(tags, continue_run_id)
+                run.log_config(composed_config(cfg))
+                run.save_reference(trainer.default_root_dir, tracker.experiment_name)
         yield RunOutcome(trackers, datamodule)
     except BaseException as exc:
         _end_all(trackers, final_status(exc, trainer))

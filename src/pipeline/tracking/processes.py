@@ -1,9 +1,10 @@
 """Which process a run belongs to, and whether that process still lives: how runs of killed processes are found.
 
-A run records ``host/boot/pid/start`` of the process that trains it (tag ``pipeline.process``):
-the boot id and the process's start time (in clock ticks since boot, from ``/proc``) tell a
-reused process id from the original. Only processes of this host can be checked; a run of
-another machine is never judged from here.
+A run records ``host/boot/pid namespace/pid/start`` of the process that trains it (tag
+``pipeline.process``): the boot id and the process's start time (in clock ticks since boot,
+from ``/proc``) tell a reused process id from the original, and the pid namespace tells two
+containers that share a host name apart. Only processes of this host, boot and namespace can
+be checked; a run of anywhere else is never judged from here.
 """
 
 from __future__ import annotations
@@ -28,25 +29,33 @@ def _start_ticks(pid: int) -> str:
     return fields[19] if len(fields) > 19 else ""
 
 
+def _where() -> str:
+    """``host/boot id/pid namespace`` of this process: where a process id means one process."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid").replace("/", "_")
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()}/{_read('/proc/sys/kernel/random/boot_id')}/{namespace}"
+
+
 def process_identity(pid: int | None = None) -> str:
-    """``host/boot id/pid/start ticks`` of a process (this one by default)."""
+    """``host/boot id/pid namespace/pid/start ticks`` of a process of this namespace (this one by default)."""
     pid = os.getpid() if pid is None else pid
-    boot = _read("/proc/sys/kernel/random/boot_id")
-    return f"{socket.gethostname()}/{boot}/{pid}/{_start_ticks(pid)}"
+    return f"{_where()}/{pid}/{_start_ticks(pid)}"
 
 
 def is_local(identity: str) -> bool:
-    """Whether the process was started on this host since its last boot (only then can it be checked)."""
-    host, boot, *_ = (identity.split("/") + ["", ""])[:4]
-    return host == socket.gethostname() and boot == _read("/proc/sys/kernel/random/boot_id")
+    """Whether the process ran on this host, since its last boot, in this pid namespace (only then can it be
+    checked)."""
+    return identity.rsplit("/", 2)[0] == _where()
 
 
 def is_alive(identity: str) -> bool:
     """Whether the local process named by ``identity`` still runs (and is the same process, not a reused pid)."""
     parts = identity.split("/")
-    if len(parts) != 4 or not parts[2].isdigit():
+    if len(parts) != 5 or not parts[3].isdigit():
         return True  # unknown form: never declare it dead
-    pid, started = int(parts[2]), parts[3]
+    pid, started = int(parts[3]), parts[4]
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

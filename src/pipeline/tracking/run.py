@@ -13,8 +13,8 @@ MLflow's process-wide state (the one exception, the model upload, is scoped: see
 - tags, params and the composed config (secrets redacted: ``pipeline.redact``), then the
   outcome: best checkpoint, model summary, the model itself;
 - ``end``: FINISHED, FAILED (an error) or KILLED (interrupted). A process killed outright
-  cannot end its run; the next run started on the same host does (or ``python -m
-  pipeline.tracking.reap``).
+  cannot end its run; the next run of the same experiment started on the same host does (or
+  ``python -m pipeline.tracking.reap``, for the whole store).
 
 A sweep is a parent run (``start_sweep_parent``) whose jobs find it through the environment
 (``PARENT_RUN_ENV``, inherited by local workers and SLURM jobs alike) and tag themselves its
@@ -78,7 +78,9 @@ def open_store(tracking_uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
     if not tracking_uri.startswith(SQLITE_PREFIX):
-        return MlflowClient(tracking_uri)  # a server or a database server migrates in one transaction
+        # only a local file can be locked from here: migrate a new database server once, before several
+        # jobs start on it (`mlflow db upgrade <uri>`, README)
+        return MlflowClient(tracking_uri)
     database = Path(tracking_uri.removeprefix(SQLITE_PREFIX))
     database.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{database}.lock"):
@@ -147,10 +149,12 @@ class TrackedRun:
         run_id = _continuable(client, continue_run_id, experiment) if continue_run_id else None
         if run_id is None:
             run_id = client.create_run(experiment, tags=resolve_tags(tags)).info.run_id
-        else:
-            client.update_run(run_id, status="RUNNING")
+        else:  # this process's identity first: a run RUNNING under a dead one would be reaped meanwhile
             continued = {k: v for k, v in tags.items() if k not in (RUN_NAME_TAG, PARENT_TAG)}
             _log_tags(client, run_id, {**continued, "pipeline.resumed": "true"})
+            client.update_run(run_id, status="RUNNING")
+            if ENDED_TAG in client.get_run(run_id).data.tags:
+                client.delete_tag(run_id, ENDED_TAG)
             log.info("continuing MLflow run %s", run_id)
         return cls(client, tracking_uri, run_id, experiment)
 
@@ -172,7 +176,9 @@ class TrackedRun:
             self.client.log_batch(self.run_id, params=new[start:start + 100])
         if changed:
             self.log_tags({"pipeline.resume_changed_params": " ".join(changed)})
-        self.client.log_text(self.run_id, OmegaConf.to_yaml(config), "config.yaml")
+        # a continued run keeps the config it started with beside the one it resumed with
+        name = "config_resumed.yaml" if logged else "config.yaml"
+        self.client.log_text(self.run_id, OmegaConf.to_yaml(config), name)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Params not logged yet (MLflow refuses to change one); a resumed run logs the same values again."""
@@ -247,7 +253,7 @@ def _scoped_tracking_uri(uri: str) -> Iterator[None]:
 
 def run_of_checkpoint(checkpoint: str | Path) -> str | None:
     """The MLflow run a checkpoint was written by: ``mlflow_run.json`` in its folder or the run folder above."""
-    folder = Path(checkpoint).resolve().parent
+    folder = Path(checkpoint).absolute().parent  # not resolved: a DVC-cache symlink points elsewhere
     for candidate in (folder / RUN_FILE, folder.parent / RUN_FILE):
         if candidate.is_file():
             return json.loads(candidate.read_text()).get("run_id")
@@ -255,7 +261,8 @@ def run_of_checkpoint(checkpoint: str | Path) -> str | None:
 
 
 def _continuable(client: Any, run_id: str, experiment: str) -> str | None:
-    """``run_id`` when it is a live run of ``experiment`` in this store, else None (a new run is started)."""
+    """``run_id`` when it is a run of ``experiment`` in this store that no live process is training, else None
+    (a new run is started)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -264,6 +271,11 @@ def _continuable(client: Any, run_id: str, experiment: str) -> str | None:
         run = None
     if run is None or run.info.experiment_id != experiment or run.info.lifecycle_stage != "active":
         log.warning("the checkpoint's MLflow run %s is not in this store's experiment: starting a new run", run_id)
+        return None
+    identity = run.data.tags.get(PROCESS_TAG, "")
+    if run.info.status == "RUNNING" and (not identity or not is_local(identity) or is_alive(identity)):
+        log.warning("the checkpoint's MLflow run %s is still being trained (or by a process that cannot be "
+                    "checked from here): starting a new run", run_id)
         return None
     return run_id
 
