@@ -62,6 +62,16 @@ def test_concurrent_jobs_on_a_new_sqlite_store_all_succeed(processed, tmp_path):
         assert tags["env.cuda"] == str(torch.version.cuda)
 
 
+# 0.4 s after every epoch: a training slow enough to stop half-way
+SLOW = ["callbacks.early_stopping=null", "+callbacks.slow._target_=tests.slow_epochs.SlowEpochs",
+        "+callbacks.slow.seconds=0.4"]
+
+
+def slow_training(processed: Path, logs: Path, *overrides: str) -> subprocess.Popen:  # noqa: F811
+    return subprocess.Popen(command(processed, logs, *QUICK, *SLOW, *overrides), cwd=REPO_ROOT, env=environment(),
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
 def kill_after_epochs(job: subprocess.Popen, runs_dir: Path, epochs: int, timeout: float = 300) -> None:
     """SIGKILL the training once its history.csv has ``epochs`` rows (last.ckpt is written with each row)."""
     deadline = time.monotonic() + timeout
@@ -79,10 +89,8 @@ def kill_after_epochs(job: subprocess.Popen, runs_dir: Path, epochs: int, timeou
 @pytest.mark.slow
 def test_a_killed_training_resumes_into_the_same_run(processed, tmp_path, mlflow_store):  # noqa: F811
     logs = tmp_path / "logs"
-    overrides = [*QUICK, "trainer.max_epochs=10", "callbacks.early_stopping=null",
-                 "+callbacks.slow._target_=tests.slow_epochs.SlowEpochs", "+callbacks.slow.seconds=0.4"]
-    job = subprocess.Popen(command(processed, logs, *overrides), cwd=REPO_ROOT, env=environment(), text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    overrides = [*QUICK, *SLOW, "trainer.max_epochs=10"]
+    job = slow_training(processed, logs, "trainer.max_epochs=10")
     kill_after_epochs(job, logs / "spirals_mlp" / "runs", epochs=4)
     (killed,) = runs(mlflow_store)
     assert killed.info.status == "RUNNING"  # nothing could end it
@@ -106,9 +114,7 @@ def test_a_killed_training_resumes_into_the_same_run(processed, tmp_path, mlflow
 @pytest.mark.slow
 def test_the_reap_command_ends_runs_of_dead_processes(processed, tmp_path, mlflow_store):  # noqa: F811
     logs = tmp_path / "logs"
-    job = subprocess.Popen(command(processed, logs, *QUICK, "trainer.max_epochs=30", "callbacks.early_stopping=null",
-                                   "+callbacks.slow._target_=tests.slow_epochs.SlowEpochs", "+callbacks.slow.seconds=0.4"),
-                           cwd=REPO_ROOT, env=environment(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    job = slow_training(processed, logs, "trainer.max_epochs=30")
     kill_after_epochs(job, logs / "spirals_mlp" / "runs", epochs=1)
     (killed,) = runs(mlflow_store)
     assert killed.info.status == "RUNNING"
@@ -126,9 +132,7 @@ def test_the_reap_command_ends_runs_of_dead_processes(processed, tmp_path, mlflo
 def test_a_terminated_training_ends_its_run_killed(processed, tmp_path, mlflow_store):  # noqa: F811
     # SIGTERM is what SLURM and Kubernetes send before they pre-empt a job: Lightning stops at the next batch
     logs = tmp_path / "logs"
-    job = subprocess.Popen(command(processed, logs, *QUICK, "trainer.max_epochs=30", "callbacks.early_stopping=null",
-                                   "+callbacks.slow._target_=tests.slow_epochs.SlowEpochs", "+callbacks.slow.seconds=0.4"),
-                           cwd=REPO_ROOT, env=environment(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    job = slow_training(processed, logs, "trainer.max_epochs=30")
     deadline = time.monotonic() + 300
     while next((logs / "spirals_mlp" / "runs").glob("*/history.csv"), None) is None:
         assert job.poll() is None and time.monotonic() < deadline, "the training did not start"
