@@ -109,10 +109,11 @@ def targets(config: object) -> set[str]:
     return found
 
 
-def compose_config(name: str, overrides: list[str]) -> DictConfig:
+@cache
+def compose_config(name: str, overrides: tuple[str, ...]) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        return compose(name, overrides=overrides, return_hydra_config=True)
+        return compose(name, overrides=list(overrides), return_hydra_config=True)
 
 
 def trivial(path: Path) -> bool:
@@ -129,15 +130,17 @@ def required_files(address: str, cmd: str) -> frozenset[str]:
     """The project source files stage ``address`` runs, relative to the repository root."""
     words = shlex.split(cmd)
     assert words[:3] == ["python", "-m", words[2]] and words[2].startswith(f"{PACKAGE}."), cmd
-    entry, overrides = words[2], [w for w in words[3:] if "=" in w]
+    entry = words[2]
+    # the overrides that choose config groups (the others name files and folders)
+    choices = tuple(w for w in words[3:] if w.split("=")[0] in ("data", "experiment"))
     modules = {entry}
-    kind, _, item = address.partition("@")
+    item = address.partition("@")[2]
     if entry in ("pipeline.fetch", "pipeline.preprocess"):
-        modules |= targets(compose_config("prepare", overrides).data.source)  # the datamodule is not built
+        modules |= targets(compose_config("prepare", choices).data.source)  # the datamodule is not built
     elif entry in ("pipeline.train", "pipeline.evaluate"):
         # evaluate rebuilds the model and datamodule the checkpoint of train@<item> recorded
-        train = compose_config("train", [f"experiment={item}"] if entry == "pipeline.evaluate" else overrides)
-        own = compose_config(entry.split(".")[1], overrides if entry == "pipeline.evaluate" else [])
+        train = compose_config("train", (f"experiment={item}",))
+        own = compose_config(entry.split(".")[1], ())
         modules |= targets(train.model) | targets(train.data) | targets(own.hydra.callbacks)
         if entry == "pipeline.train":
             modules |= targets(train.callbacks) | targets(train.logger) | targets(train.hydra.callbacks)

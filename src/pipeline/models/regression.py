@@ -38,7 +38,8 @@ class RegressionModule(SupervisedModule):
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
-        self.log_dict(self.fitted_line())
+        # float64 tensors: Lightning keeps their precision (a float would become a float32 tensor)
+        self.log_dict({k: torch.tensor(v, dtype=torch.float64) for k, v in self.fitted_line().items()})
 
     def fitted_line(self) -> dict[str, float]:
         """``fit/w`` and ``fit/b`` of a purely affine net in the data's raw units (a student compares them with
