@@ -6,9 +6,7 @@ means gets wrong), and the values are read back from the real MLflow store and h
 
 from __future__ import annotations
 
-import csv
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,18 +17,9 @@ from mlflow.tracking import MlflowClient
 from pipeline.checkpoints import load_module
 from pipeline.models.metrics import WeightedMean
 from pipeline.train import train
+from tests.test_tracking import only_run
 from tests.test_train import make_cfg, processed  # noqa: F401  (the tiny-datasets fixture)
-
-
-def history_rows(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as fh:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
-
-
-def only_run(store: str, experiment: str):
-    client = MlflowClient(store)
-    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-    return client, run
+from tests.test_training_runs import history
 
 
 def test_weighted_mean_weighs_each_batch_by_its_size():
@@ -49,7 +38,7 @@ def test_an_mse_regression_logs_loss_equal_to_mse_with_partial_batches(processed
     metrics = train(cfg)
     assert metrics["test/loss"] == pytest.approx(metrics["test/mse"], rel=1e-5)
 
-    client, run = only_run(mlflow_store, "mse")
+    client, run = MlflowClient(mlflow_store), only_run(mlflow_store, "mse")
     for stage in ("train", "val"):
         losses = client.get_metric_history(run.info.run_id, f"{stage}/loss")
         mses = {m.step: m.value for m in client.get_metric_history(run.info.run_id, f"{stage}/mse")}
@@ -57,9 +46,9 @@ def test_an_mse_regression_logs_loss_equal_to_mse_with_partial_batches(processed
         for loss in losses:
             assert loss.value == pytest.approx(mses[loss.step], rel=1e-5), (stage, loss.step)
     assert run.data.metrics["test/loss"] == pytest.approx(run.data.metrics["test/mse"], rel=1e-5)
-    for row in history_rows(tmp_path / "run" / "history.csv"):
-        assert row["train/loss"] == pytest.approx(row["train/mse"], rel=1e-5)
-        assert row["val/loss"] == pytest.approx(row["val/mse"], rel=1e-5)
+    for row in history(tmp_path / "run" / "history.csv"):
+        assert float(row["train/loss"]) == pytest.approx(float(row["train/mse"]), rel=1e-5)
+        assert float(row["val/loss"]) == pytest.approx(float(row["val/mse"]), rel=1e-5)
 
 
 @pytest.mark.parametrize("data", ["blobs", "mnist"])  # binary (one logit, BCE) and 10 classes (softmax CE)
@@ -69,7 +58,7 @@ def test_a_classifier_test_loss_is_the_cross_entropy_of_its_predictions(processe
     cfg = make_cfg(processed, tmp_path, f"data={data}", "model=mlp_classifier", "trainer.max_epochs=3",
                    "data.datamodule.batch_size=32", "task_name=clf")
     train(cfg)
-    _, run = only_run(mlflow_store, "clf")
+    run = only_run(mlflow_store, "clf")
 
     checkpoint = next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))  # the best one, which was tested
     module, record = load_module(checkpoint)
@@ -95,8 +84,8 @@ def test_gan_losses_per_epoch_are_the_weighted_means_of_its_batches(processed, t
                    "data.datamodule.batch_size=32", "data.datamodule.classes=null", "callbacks.gan_progress=null",
                    "task_name=gan")
     train(cfg)
-    client, run = only_run(mlflow_store, "gan")
-    rows = history_rows(tmp_path / "run" / "history.csv")
+    client, run = MlflowClient(mlflow_store), only_run(mlflow_store, "gan")
+    rows = history(tmp_path / "run" / "history.csv")
     sizes = [32, 32, 32, 4]
     for name in ("d_loss", "g_loss"):
         steps = {m.step: m.value for m in client.get_metric_history(run.info.run_id, f"train/{name}_step")}
@@ -107,4 +96,4 @@ def test_gan_losses_per_epoch_are_the_weighted_means_of_its_batches(processed, t
             batch_values = [steps[4 * epoch + i] for i in range(4)]
             expected = sum(n * v for n, v in zip(sizes, batch_values)) / sum(sizes)
             assert epochs[epoch] == pytest.approx(expected, rel=1e-5)
-            assert rows[epoch][f"train/{name}"] == pytest.approx(expected, rel=1e-5)
+            assert float(rows[epoch][f"train/{name}"]) == pytest.approx(expected, rel=1e-5)

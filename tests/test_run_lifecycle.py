@@ -19,8 +19,8 @@ from pipeline.models.base import ModelConfigError
 from pipeline.tracking.provenance import cpu_model_and_flags
 from pipeline.tracking.run import PARENT_TAG
 from tests.conftest import REPO_ROOT
-from tests.test_recorded_metrics import history_rows
 from tests.test_train import processed  # noqa: F401  (the tiny-datasets fixture)
+from tests.test_training_runs import history
 
 QUICK = ["experiment=spirals_mlp", "callbacks.progress_bar.refresh_rate=0", "logger.mlflow.pytorch_model=false",
          "callbacks=no_figures"]
@@ -76,8 +76,8 @@ def kill_after_epochs(job: subprocess.Popen, runs_dir: Path, epochs: int, timeou
     """SIGKILL the training once its history.csv has ``epochs`` rows (last.ckpt is written with each row)."""
     deadline = time.monotonic() + timeout
     while True:
-        history = next(runs_dir.glob("*/history.csv"), None)
-        if history is not None and len(history_rows(history)) >= epochs:
+        history_file = next(runs_dir.glob("*/history.csv"), None)
+        if history_file is not None and len(history(history_file)) >= epochs:
             break
         assert job.poll() is None, f"the training ended before it could be killed: {job.communicate()[0][-3000:]}"
         assert time.monotonic() < deadline, "the training did not reach the epoch to kill it at"

@@ -21,11 +21,14 @@ def _read(path: str) -> str:
         return ""
 
 
-def _start_ticks(pid: int) -> str:
-    """The process's start time in clock ticks after boot (field 22 of /proc/<pid>/stat); '' where unknown."""
-    stat = _read(f"/proc/{pid}/stat")
-    # the command name (field 2) may hold spaces and parentheses: fields after it follow its last ')'
-    fields = stat.rpartition(")")[2].split()
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat from the 3rd (the state) on; [] where unknown."""
+    # the command name (field 2) may hold spaces and parentheses: the fields after it follow its last ')'
+    return _read(f"/proc/{pid}/stat").rpartition(")")[2].split()
+
+
+def _start_ticks(fields: list[str]) -> str:
+    """The process's start time in clock ticks after boot (field 22 of its stat); '' where unknown."""
     return fields[19] if len(fields) > 19 else ""
 
 
@@ -41,7 +44,7 @@ def _where() -> str:
 def process_identity(pid: int | None = None) -> str:
     """``host/boot id/pid namespace/pid/start ticks`` of a process of this namespace (this one by default)."""
     pid = os.getpid() if pid is None else pid
-    return f"{_where()}/{pid}/{_start_ticks(pid)}"
+    return f"{_where()}/{pid}/{_start_ticks(_stat_fields(pid))}"
 
 
 def is_local(identity: str) -> bool:
@@ -62,7 +65,7 @@ def is_alive(identity: str) -> bool:
         return False
     except PermissionError:
         pass  # exists, owned by another user
-    fields = _read(f"/proc/{pid}/stat").rpartition(")")[2].split()
+    fields = _stat_fields(pid)
     if fields and fields[0] in ("Z", "X"):  # a zombie (killed, not yet reaped by its parent) or dead
         return False
-    return not started or _start_ticks(pid) in ("", started)
+    return not started or _start_ticks(fields) in ("", started)

@@ -24,6 +24,7 @@ children (``sweep_job_tags``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -72,8 +73,11 @@ def default_artifact_location(tracking_uri: str | None, experiment_name: str) ->
     return None if root is None else (root / experiment_name).as_uri()
 
 
+@functools.cache
 def open_store(tracking_uri: str) -> Any:
-    """An ``MlflowClient`` of the store, whose schema exists and is current before anyone else writes to it."""
+    """An ``MlflowClient`` of the store, whose schema exists and is current before anyone else writes to it.
+
+    Once per process and store: the logger, the run and a sweep's parent all ask for it."""
     from filelock import FileLock
     from mlflow.tracking import MlflowClient
 
@@ -132,9 +136,11 @@ def reap_dead_runs(client: Any, experiment_ids: Sequence[str] | None = None) -> 
 class TrackedRun:
     """One MLflow run of this process, from its start (or continuation) to its final status."""
 
-    def __init__(self, client: Any, tracking_uri: str, run_id: str, experiment_id: str) -> None:
+    def __init__(self, client: Any, tracking_uri: str, run_id: str, experiment_id: str,
+                 continued: bool = False) -> None:
         self.client, self.tracking_uri = client, tracking_uri
         self.run_id, self.experiment_id = run_id, experiment_id
+        self.continued = continued  # a resumed training's run, set RUNNING again
 
     @classmethod
     def start(cls, tracking_uri: str, experiment_name: str, tags: Mapping[str, str],
@@ -148,15 +154,16 @@ class TrackedRun:
         tags = {**redact(dict(tags)), PROCESS_TAG: process_identity()}
         run_id = _continuable(client, continue_run_id, experiment) if continue_run_id else None
         if run_id is None:
-            run_id = client.create_run(experiment, tags=resolve_tags(tags)).info.run_id
-        else:  # this process's identity first: a run RUNNING under a dead one would be reaped meanwhile
-            continued = {k: v for k, v in tags.items() if k not in (RUN_NAME_TAG, PARENT_TAG)}
-            _log_tags(client, run_id, {**continued, "pipeline.resumed": "true"})
-            client.update_run(run_id, status="RUNNING")
-            if ENDED_TAG in client.get_run(run_id).data.tags:
-                client.delete_tag(run_id, ENDED_TAG)
-            log.info("continuing MLflow run %s", run_id)
-        return cls(client, tracking_uri, run_id, experiment)
+            return cls(client, tracking_uri, client.create_run(experiment, tags=resolve_tags(tags)).info.run_id,
+                       experiment)
+        # this process's identity first: a run RUNNING under a dead one would be reaped meanwhile
+        continued = {k: v for k, v in tags.items() if k not in (RUN_NAME_TAG, PARENT_TAG)}
+        _log_tags(client, run_id, {**continued, "pipeline.resumed": "true"})
+        client.update_run(run_id, status="RUNNING")
+        if ENDED_TAG in client.get_run(run_id).data.tags:
+            client.delete_tag(run_id, ENDED_TAG)
+        log.info("continuing MLflow run %s", run_id)
+        return cls(client, tracking_uri, run_id, experiment, continued=True)
 
     def log_tags(self, tags: Mapping[str, str]) -> None:
         _log_tags(self.client, self.run_id, redact(dict(tags)))
@@ -164,30 +171,27 @@ class TrackedRun:
     def log_config(self, config: Mapping[str, Any]) -> None:
         """The composed config, secrets redacted: flattened into params (``optimizer/lr``) and whole as
         ``config.yaml``. A continued run keeps its params; values changed since are noted in a tag."""
-        from mlflow.entities import Param
         from omegaconf import OmegaConf
 
         config = redact(dict(config))
-        params = {key: str(value)[:MAX_PARAM_LENGTH] for key, value in flatten(config).items()}
-        logged = self.client.get_run(self.run_id).data.params
-        changed = sorted(key for key, value in params.items() if key in logged and logged[key] != value)
-        new = [Param(key, value) for key, value in params.items() if key not in logged]
-        for start in range(0, len(new), 100):  # MLflow takes at most 100 params a call
-            self.client.log_batch(self.run_id, params=new[start:start + 100])
+        changed = self.log_params(flatten(config))
         if changed:
             self.log_tags({"pipeline.resume_changed_params": " ".join(changed)})
         # a continued run keeps the config it started with beside the one it resumed with
-        name = "config_resumed.yaml" if logged else "config.yaml"
+        name = "config_resumed.yaml" if self.continued else "config.yaml"
         self.client.log_text(self.run_id, OmegaConf.to_yaml(config), name)
 
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        """Params not logged yet (MLflow refuses to change one); a resumed run logs the same values again."""
+    def log_params(self, params: Mapping[str, Any]) -> list[str]:
+        """Params not logged yet, secrets redacted; returns the keys the run already has with another value
+        (MLflow refuses to change a param, so a resumed run keeps its first value)."""
         from mlflow.entities import Param
 
+        values = {key: str(value)[:MAX_PARAM_LENGTH] for key, value in redact(dict(params)).items()}
         logged = self.client.get_run(self.run_id).data.params
-        new = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in redact(dict(params)).items() if k not in logged]
-        for start in range(0, len(new), 100):
+        new = [Param(key, value) for key, value in values.items() if key not in logged]
+        for start in range(0, len(new), 100):  # MLflow takes at most 100 params a call
             self.client.log_batch(self.run_id, params=new[start:start + 100])
+        return sorted(key for key, value in values.items() if key in logged and logged[key] != value)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
