@@ -5,8 +5,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(abspath $(VENV))/bin
-# Touched after a successful install; newer than pyproject.toml means nothing to reinstall.
+# Touched after a successful install; newer than pyproject.toml and the lock means nothing to reinstall.
 INSTALLED := $(VENV)/.installed
+# Every package's version, resolved from pyproject.toml by `make lock` (uv); installs take exactly these.
+LOCK := requirements.lock
 
 # Offline data mirror: $PIPELINE_DATA_MIRROR when set, else the team's ../shared/data beside
 # the checkout when it exists, else none (public URLs).
@@ -16,25 +18,43 @@ export PIPELINE_DATA_MIRROR
 # DVC stage commands call `python`: make it the project's.
 export PATH := $(BIN):$(PATH)
 PYTEST_ARGS ?=
+# make test runs the suite in this many processes (pytest-xdist; each module's tests stay in one
+# process, which keeps its module-scoped fixtures), each with one torch thread per core it gets.
+TEST_WORKERS ?= 2
 
-.PHONY: help install run test test-fast bench ui user-data clean
+.PHONY: help install lock lint run test test-fast bench ui user-data clean
 
 help:
 	@echo "make run        install into $(VENV) and run the pipeline (dvc repro)"
 	@echo "make test       install into $(VENV) and run every test"
 	@echo "make test-fast  the tests not marked slow"
+	@echo "make lint       ruff (lint and format) and mypy, as CI runs them"
+	@echo "make lock       re-resolve $(LOCK) from pyproject.toml (after changing a dependency)"
 	@echo "make bench      the benchmark suite (about 20 min): bench/results/ and the README's results table"
 	@echo "make ui         the MLflow UI on the project's tracking store (runs trained with logger=mlflow)"
 	@echo "make screenshots  PNGs of the MLflow UI (runs table, charts, a run's artifacts) into docs/images"
 	@echo "data mirror: $(or $(PIPELINE_DATA_MIRROR),none (public URLs))"
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[dev]'
 	@touch $@
 
 install: $(INSTALLED)
+
+# The lock covers every platform and Python >= 3.10 (environment markers pick the wheels). pip reads it
+# as constraints, so pyproject.toml's torch===2.13.0 still refuses a local 2.13.0+cpu build (README).
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.10 --quiet \
+	  --custom-compile-command "make lock" -o $(LOCK)
+
+lint: install
+	$(BIN)/ruff check src tests bench docs
+	$(BIN)/ruff format --check src tests bench docs
+	$(BIN)/mypy
 
 # data/ is tracked by data.dvc. A fresh clone without a DVC remote has no copy of it: when
 # data.dvc records the empty folder, recreate it and let DVC record it in its cache.
@@ -49,7 +69,7 @@ run: install user-data
 	$(BIN)/dvc repro
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

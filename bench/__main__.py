@@ -26,8 +26,11 @@ from bench.report import Result, Target
 
 # Each takes (repeats, log) and returns its Result.
 BENCHMARKS: dict[str, Callable[[int, Callable[[str], None]], Result]] = {
-    "overhead": overhead.measure, "time_to_accuracy": time_to_accuracy.measure, "fixed_costs": fixed_costs.measure,
-    "scale": scale.measure, "gpu": gpu.measure,
+    "overhead": overhead.measure,
+    "time_to_accuracy": time_to_accuracy.measure,
+    "fixed_costs": fixed_costs.measure,
+    "scale": scale.measure,
+    "gpu": gpu.measure,
 }
 
 
@@ -50,17 +53,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these benchmarks")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder of results.json/.md")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README's results block")
-    parser.add_argument("--no-setup", action="store_true",
-                        help="the data is there already (e.g. carried to a GPU machine without DVC): make none")
+    parser.add_argument(
+        "--no-setup",
+        action="store_true",
+        help="the data is there already (e.g. carried to a GPU machine without DVC): make none",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
 
     names = args.only or list(BENCHMARKS)
-    command = "make bench" if args.only is None and args.repeats == 3 else shlex.join(["python", "-m", "bench",
-                                                                                       *(argv or sys.argv[1:])])
+    command = (
+        "make bench"
+        if args.only is None and args.repeats == 3
+        else shlex.join(["python", "-m", "bench", *(argv or sys.argv[1:])])
+    )
     started, start = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), time.time()
-    log(f"bench: {', '.join(names)}; {args.repeats} repeat(s)" + ("" if args.no_setup else "; making the data (untimed)"))
+    log(
+        f"bench: {', '.join(names)}; {args.repeats} repeat(s)"
+        + ("" if args.no_setup else "; making the data (untimed)")
+    )
     if not args.no_setup:
         setup.all_data(scale.TILED if "scale" in names else ())
 

@@ -33,8 +33,9 @@ SWEEP_EPOCHS = 3
 
 def pipeline_up_to_date() -> bool:
     """Whether ``dvc status`` finds nothing to reproduce (only then is a whole-pipeline repro a no-op)."""
-    status = subprocess.run([setup.dvc(), "status", "--json"], cwd=ROOT, env=setup.env(), capture_output=True,
-                            text=True)
+    status = subprocess.run(
+        [setup.dvc(), "status", "--json"], cwd=ROOT, env=setup.env(), capture_output=True, text=True
+    )
     return status.returncode == 0 and json.loads(status.stdout or "{}") == {}
 
 
@@ -42,8 +43,11 @@ def measure(repeats: int, log: Callable[[str], None] = print, sweep_repeats: int
     """``sweep_repeats`` (default: ``repeats``) for the sweep, which runs four trainings a side."""
     work = setup.WORK / "fixed_costs"
     work.mkdir(parents=True, exist_ok=True)
-    result = Result("fixed_costs", "Fixed costs: start-up, a no-op `dvc repro`, a 4-job sweep",
-                    ["what", "median s", "range s", "note"])
+    result = Result(
+        "fixed_costs",
+        "Fixed costs: start-up, a no-op `dvc repro`, a 4-job sweep",
+        ["what", "median s", "range s", "note"],
+    )
     _start_up(result, work, repeats, log)
     _noop_repro(result, repeats, log)
     _sweep(result, work, sweep_repeats or repeats, log)
@@ -55,62 +59,108 @@ def _start_up(result: Result, work: Path, repeats: int, log: Callable[[str], Non
     probe = work / "probe.json"
 
     def first_step(*extra: str) -> Callable[[], float]:
-        cmd = pipeline_train("experiment=mnist_cnn", *extra, probe=probe, work=work,
-                             probe_options={"exit_after_first_step": True})
+        cmd = pipeline_train(
+            "experiment=mnist_cnn", *extra, probe=probe, work=work, probe_options={"exit_after_first_step": True}
+        )
         return lambda: run(cmd, env=setup.env(), probe=probe).since_start("first_step")
 
     def imports(code: str) -> Callable[[], float]:
         return lambda: run([python(), "-c", code], env=setup.env()).wall_s
 
-    runs = interleave({"imports": imports("import torch, lightning"),
-                       "imports, no exit": imports("import os, torch, lightning; os._exit(0)"),
-                       "first step": first_step(), "first step, logger=csv": first_step("logger=csv")}, repeats, log)
+    runs = interleave(
+        {
+            "imports": imports("import torch, lightning"),
+            "imports, no exit": imports("import os, torch, lightning; os._exit(0)"),
+            "first step": first_step(),
+            "first step, logger=csv": first_step("logger=csv"),
+        },
+        repeats,
+        log,
+    )
     base, start = median(runs["imports"]), median(runs["first step"])
     ratio = start / base
-    rows = [("imports", '`python -c "import torch, lightning"` (whole process)',
-             "the floor any Lightning script pays; the target's yardstick"),
-            ("imports, no exit", "the same imports, ended by `os._exit(0)`",
-             f"without the interpreter's exit: {start / median(runs['imports, no exit']):.2f}× this"),
-            ("first step", "`python -m pipeline.train experiment=mnist_cnn`: start → first training step",
-             f"{ratio:.2f}× the imports (target ≤ {START_LIMIT}×)"),
-            ("first step, logger=csv", "the same with `logger=csv` (no MLflow)",
-             f"MLflow's start-up: {start - median(runs['first step, logger=csv']):.2f} s")]
-    result.rows += [{"what": what, "median s": f"{median(runs[name]):.2f}", "range s": spread(runs[name]),
-                     "note": note} for name, what, note in rows]
-    result.targets.append(Target("start → first step / import torch, lightning", f"{ratio:.2f}", f"≤ {START_LIMIT}",
-                                 ratio <= START_LIMIT))
+    rows = [
+        (
+            "imports",
+            '`python -c "import torch, lightning"` (whole process)',
+            "the floor any Lightning script pays; the target's yardstick",
+        ),
+        (
+            "imports, no exit",
+            "the same imports, ended by `os._exit(0)`",
+            f"without the interpreter's exit: {start / median(runs['imports, no exit']):.2f}× this",
+        ),
+        (
+            "first step",
+            "`python -m pipeline.train experiment=mnist_cnn`: start → first training step",
+            f"{ratio:.2f}× the imports (target ≤ {START_LIMIT}×)",
+        ),
+        (
+            "first step, logger=csv",
+            "the same with `logger=csv` (no MLflow)",
+            f"MLflow's start-up: {start - median(runs['first step, logger=csv']):.2f} s",
+        ),
+    ]
+    result.rows += [
+        {"what": what, "median s": f"{median(runs[name]):.2f}", "range s": spread(runs[name]), "note": note}
+        for name, what, note in rows
+    ]
+    result.targets.append(
+        Target("start → first step / import torch, lightning", f"{ratio:.2f}", f"≤ {START_LIMIT}", ratio <= START_LIMIT)
+    )
     result.raw["start_up"] = runs
-    result.notes.append("Start-up: the training command runs with its default callbacks and MLflow tracking into a "
-                        "SQLite store; a timing probe ends it at its first training step (Lightning's model summary "
-                        "and sanity-check validation included).")
+    result.notes.append(
+        "Start-up: the training command runs with its default callbacks and MLflow tracking into a "
+        "SQLite store; a timing probe ends it at its first training step (Lightning's model summary "
+        "and sanity-check validation included)."
+    )
 
 
 def _noop_repro(result: Result, repeats: int, log: Callable[[str], None]) -> None:
     log("fixed costs: no-op dvc repro")
     setup.images()  # not measured: brings the image stages up to date (a no-op when they are)
     cases: dict[str, Callable[[], float]] = {
-        "images": lambda: run([setup.dvc(), "repro", *setup.IMAGE_STAGES], env=setup.env()).wall_s}
+        "images": lambda: run([setup.dvc(), "repro", *setup.IMAGE_STAGES], env=setup.env()).wall_s
+    }
     whole = pipeline_up_to_date()
     if whole:
         cases["pipeline"] = lambda: run([setup.dvc(), "repro"], env=setup.env()).wall_s
     runs = interleave(cases, repeats, log)
-    result.rows.append({"what": f"no-op `dvc repro {' '.join(setup.IMAGE_STAGES)}`",
-                        "median s": f"{median(runs['images']):.2f}",
-                        "range s": spread(runs["images"]), "note": "stages up to date: DVC only checks hashes"})
+    result.rows.append(
+        {
+            "what": f"no-op `dvc repro {' '.join(setup.IMAGE_STAGES)}`",
+            "median s": f"{median(runs['images']):.2f}",
+            "range s": spread(runs["images"]),
+            "note": "stages up to date: DVC only checks hashes",
+        }
+    )
     if whole:
-        result.rows.append({"what": "no-op `dvc repro` (whole pipeline)", "median s": f"{median(runs['pipeline']):.2f}",
-                            "range s": spread(runs["pipeline"]), "note": "every stage up to date"})
+        result.rows.append(
+            {
+                "what": "no-op `dvc repro` (whole pipeline)",
+                "median s": f"{median(runs['pipeline']):.2f}",
+                "range s": spread(runs["pipeline"]),
+                "note": "every stage up to date",
+            }
+        )
     else:
-        result.notes.append("The whole pipeline's no-op `dvc repro` was not measured: `dvc status` listed changed "
-                            "stages, so it would not have been a no-op.")
+        result.notes.append(
+            "The whole pipeline's no-op `dvc repro` was not measured: `dvc status` listed changed "
+            "stages, so it would not have been a no-op."
+        )
     result.raw["noop_repro"] = runs
 
 
 def _sweep(result: Result, work: Path, repeats: int, log: Callable[[str], None]) -> None:
     log(f"fixed costs: 4-job sweep of bench_tiny ({setup.TINY_ROWS:,} rows), sequential vs joblib")
     setup.tiny_table()
-    overrides = [*setup.tiny_overrides(), "model=mlp_classifier", f"optimizer.lr={SWEEP_LRS}",
-                 f"trainer.max_epochs={SWEEP_EPOCHS}", "callbacks.progress_bar.refresh_rate=0"]
+    overrides = [
+        *setup.tiny_overrides(),
+        "model=mlp_classifier",
+        f"optimizer.lr={SWEEP_LRS}",
+        f"trainer.max_epochs={SWEEP_EPOCHS}",
+        "callbacks.progress_bar.refresh_rate=0",
+    ]
 
     def sweep(*extra: str) -> Callable[[], Measured]:
         cmd = pipeline_train("-m", *overrides, *extra, work=work)
@@ -120,15 +170,26 @@ def _sweep(result: Result, work: Path, repeats: int, log: Callable[[str], None])
     walls = {name: [m.wall_s for m in measured] for name, measured in runs.items()}
     speedup = median(walls["sequential"]) / median(walls["parallel"])
     result.rows += [
-        {"what": f"4-job sweep, tiny CSV ({setup.TINY_ROWS:,} rows, MLP, {SWEEP_EPOCHS} epochs): one job after another",
-         "median s": f"{median(walls['sequential']):.2f}", "range s": spread(walls["sequential"]),
-         "note": "Hydra's basic launcher"},
-        {"what": "the same sweep, `launcher=parallel`", "median s": f"{median(walls['parallel']):.2f}",
-         "range s": spread(walls["parallel"]), "note": f"joblib, 2 jobs × 1 thread; speed-up {speedup:.2f}×"},
+        {
+            "what": (
+                f"4-job sweep, tiny CSV ({setup.TINY_ROWS:,} rows, MLP, {SWEEP_EPOCHS} epochs): one job after another"
+            ),
+            "median s": f"{median(walls['sequential']):.2f}",
+            "range s": spread(walls["sequential"]),
+            "note": "Hydra's basic launcher",
+        },
+        {
+            "what": "the same sweep, `launcher=parallel`",
+            "median s": f"{median(walls['parallel']):.2f}",
+            "range s": spread(walls["parallel"]),
+            "note": f"joblib, 2 jobs × 1 thread; speed-up {speedup:.2f}×",
+        },
     ]
-    result.notes.append(f"The sweep rows are medians of {repeats} runs per side; whole process, sweep summary "
-                        "(MLflow parent run) included. "
-                        "The basic launcher runs every job in the launching process, so torch, Lightning and "
-                        "MLflow are imported once; the joblib launcher's worker processes import them again "
-                        "each, which a job of a few seconds does not win back.")
+    result.notes.append(
+        f"The sweep rows are medians of {repeats} runs per side; whole process, sweep summary "
+        "(MLflow parent run) included. "
+        "The basic launcher runs every job in the launching process, so torch, Lightning and "
+        "MLflow are imported once; the joblib launcher's worker processes import them again "
+        "each, which a job of a few seconds does not win back."
+    )
     result.raw["sweep"] = walls

@@ -24,20 +24,31 @@ def measure(repeats: int, log: Callable[[str], None] = print) -> Result:
     if not torch.cuda.is_available():
         log("gpu: no CUDA device visible; skipped")
         result = Result("gpu", "Time to accuracy on a GPU", ["recipe", "note"])
-        result.rows.append({"recipe": f"MNIST (`experiment=mnist_fast {' '.join(OVERRIDES + RESIDENT)}`)",
-                            "note": "skipped: no CUDA device on the machine that ran the benchmark"})
+        result.rows.append(
+            {
+                "recipe": f"MNIST (`experiment=mnist_fast {' '.join(OVERRIDES + RESIDENT)}`)",
+                "note": "skipped: no CUDA device on the machine that ran the benchmark",
+            }
+        )
         result.targets.append(Target("MNIST ≥ 99.0% on a GPU, data on the device", "not run", "≥ 99.0%", None))
         return result
     mnist = time_to_accuracy.RECIPES[0]
     recipes = [  # no time target on a GPU; the host-memory row shows what keeping the data on the device saves
         time_to_accuracy.Recipe(f"{mnist.label}, data on the GPU", mnist.experiment, mnist.accuracy, None, RESIDENT),
-        time_to_accuracy.Recipe(f"{mnist.label}, batches copied from host memory", mnist.experiment, mnist.accuracy,
-                                None, target=False),
+        time_to_accuracy.Recipe(
+            f"{mnist.label}, batches copied from host memory", mnist.experiment, mnist.accuracy, None, target=False
+        ),
     ]
     tracked = importlib.util.find_spec("mlflow") is not None  # a bare GPU image may lack it: then logger=csv
-    result = time_to_accuracy.measure(repeats, log, overrides=OVERRIDES + (() if tracked else ("logger=csv",)),
-                                      recipes=recipes, device_label=torch.cuda.get_device_name(0),
-                                      mlflow_target=False, time_mlflow=tracked)
+    result = time_to_accuracy.measure(
+        repeats,
+        log,
+        overrides=OVERRIDES + (() if tracked else ("logger=csv",)),
+        recipes=recipes,
+        device_label=torch.cuda.get_device_name(0),
+        mlflow_target=False,
+        time_mlflow=tracked,
+    )
     result.name = "gpu"
     if not tracked:
         result.notes.append("MLflow is not installed on the GPU machine that ran this: `logger=csv` (CSV logs only).")

@@ -57,15 +57,21 @@ def bench_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run(cmd: Sequence[str], env: Mapping[str, str] | None = None, probe: Path | None = None, cwd: Path = ROOT,
-        timeout: float = 900) -> Measured:
+def run(
+    cmd: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    probe: Path | None = None,
+    cwd: Path = ROOT,
+    timeout: float = 900,
+) -> Measured:
     """Run ``cmd`` to the end; raise BenchError with its output if it fails."""
     if probe is not None and probe.exists():
         probe.unlink()
     with tempfile.TemporaryFile() as output:
         start = time.time()
-        process = subprocess.Popen(list(cmd), cwd=cwd, env=dict(env or bench_env()), stdout=output,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            list(cmd), cwd=cwd, env=dict(env or bench_env()), stdout=output, stderr=subprocess.STDOUT
+        )
         deadline = start + timeout
         peak_kib = 0
         while True:
@@ -102,13 +108,14 @@ def high_water_kib(pid: int) -> int:
     return 0
 
 
-def interleave(cases: Mapping[str, Callable[[], Any]], repeats: int, log: Callable[[str], None] = print
-               ) -> dict[str, list[Any]]:
+def interleave(
+    cases: Mapping[str, Callable[[], Any]], repeats: int, log: Callable[[str], None] = print
+) -> dict[str, list[Any]]:
     """Each case once per repeat, in turn (case order rotates each repeat); their results by case."""
     results: dict[str, list[Any]] = {name: [] for name in cases}
     names = list(cases)
     for repeat in range(repeats):
-        order = names[repeat % len(names):] + names[:repeat % len(names)]
+        order = names[repeat % len(names) :] + names[: repeat % len(names)]
         for name in order:
             result = cases[name]()
             results[name].append(result)
@@ -135,8 +142,9 @@ def spread(values: Sequence[float]) -> str:
     return f"{min(values):.2f}–{max(values):.2f}"
 
 
-def pipeline_train(*overrides: str, probe: Path | None = None, work: Path,
-                   probe_options: Mapping[str, bool] | None = None) -> list[str]:
+def pipeline_train(
+    *overrides: str, probe: Path | None = None, work: Path, probe_options: Mapping[str, bool] | None = None
+) -> list[str]:
     """``python -m pipeline.train`` with its run folders under ``work`` and an optional timing probe
     (``bench.probes.TimingProbe``; ``probe_options`` are its keyword arguments)."""
     cmd = [python(), "-m", "pipeline.train", *overrides, f"paths.log_dir={work / 'logs'}"]

@@ -35,19 +35,69 @@ STEPS = 200  # of MNIST's 430 batches of 128: the CNN cases' epochs, to keep `ma
 def cases() -> list[Case]:
     mnist = str(setup.project_processed("mnist"))
     return [
-        Case("course CNN (5,521 params), MNIST, batch 128", "course CNN", 1.05, STEPS,
-             ["experiment=mnist_cnn", "model=tiny_cnn"],
-             ["--processed-dir", mnist, "--net", "tiny_cnn", "--optimizer", "adam", "--lr", "0.001",
-              "--batch-size", "128"]),
-        Case("strong CNN (width 16), MNIST, batch 128", "strong CNN", 1.05, STEPS,
-             ["experiment=mnist_strong", "data.datamodule.augment=null", "scheduler=none"],
-             ["--processed-dir", mnist, "--net", "strong_cnn", "--net-kwargs", json.dumps({"width": 16, "convs": [1, 2, 2]}),
-              "--optimizer", "adamw", "--lr", "0.003", "--weight-decay", "0.01", "--batch-size", "128"]),
-        Case(f"MLP 256-256, CSV table {setup.TABLE_ROWS:,}×{setup.TABLE_FEATURES}, batch 512", "MLP on a CSV table", 1.25, None,
-             [*setup.table_overrides(), "model=mlp_classifier", "model.net.hidden=[256,256]"],
-             ["--processed-dir", str(setup.PROCESSED / "bench_table"), "--net", "mlp",
-              "--net-kwargs", json.dumps({"hidden": [256, 256]}), "--optimizer", "adam", "--lr", "0.001",
-              "--batch-size", "512"]),
+        Case(
+            "course CNN (5,521 params), MNIST, batch 128",
+            "course CNN",
+            1.05,
+            STEPS,
+            ["experiment=mnist_cnn", "model=tiny_cnn"],
+            [
+                "--processed-dir",
+                mnist,
+                "--net",
+                "tiny_cnn",
+                "--optimizer",
+                "adam",
+                "--lr",
+                "0.001",
+                "--batch-size",
+                "128",
+            ],
+        ),
+        Case(
+            "strong CNN (width 16), MNIST, batch 128",
+            "strong CNN",
+            1.05,
+            STEPS,
+            ["experiment=mnist_strong", "data.datamodule.augment=null", "scheduler=none"],
+            [
+                "--processed-dir",
+                mnist,
+                "--net",
+                "strong_cnn",
+                "--net-kwargs",
+                json.dumps({"width": 16, "convs": [1, 2, 2]}),
+                "--optimizer",
+                "adamw",
+                "--lr",
+                "0.003",
+                "--weight-decay",
+                "0.01",
+                "--batch-size",
+                "128",
+            ],
+        ),
+        Case(
+            f"MLP 256-256, CSV table {setup.TABLE_ROWS:,}×{setup.TABLE_FEATURES}, batch 512",
+            "MLP on a CSV table",
+            1.25,
+            None,
+            [*setup.table_overrides(), "model=mlp_classifier", "model.net.hidden=[256,256]"],
+            [
+                "--processed-dir",
+                str(setup.PROCESSED / "bench_table"),
+                "--net",
+                "mlp",
+                "--net-kwargs",
+                json.dumps({"hidden": [256, 256]}),
+                "--optimizer",
+                "adam",
+                "--lr",
+                "0.001",
+                "--batch-size",
+                "512",
+            ],
+        ),
     ]
 
 
@@ -55,8 +105,11 @@ def measure(repeats: int, log: Callable[[str], None] = print, epochs: int = 1) -
     work = setup.WORK / "overhead"
     probe = work / "probe.json"
     work.mkdir(parents=True, exist_ok=True)
-    result = Result("overhead", "Overhead: pipeline vs a plain PyTorch loop (time per epoch)",
-                    ["case", "plain loop s/epoch", "pipeline s/epoch", "ratio", "target"])
+    result = Result(
+        "overhead",
+        "Overhead: pipeline vs a plain PyTorch loop (time per epoch)",
+        ["case", "plain loop s/epoch", "pipeline s/epoch", "ratio", "target"],
+    )
     for case in cases():
         log(f"overhead: {case.label}")
 
@@ -64,27 +117,44 @@ def measure(repeats: int, log: Callable[[str], None] = print, epochs: int = 1) -
         plain_steps = ["--steps-per-epoch", str(case.steps)] if case.steps else []
 
         def pipeline(case: Case = case, steps: list[str] = pipeline_steps) -> Measured:
-            return run(pipeline_train(*case.pipeline, *steps, f"trainer.max_epochs={epochs}", "test=false",
-                                      probe=probe, work=work), env=setup.env(), probe=probe)
+            return run(
+                pipeline_train(
+                    *case.pipeline, *steps, f"trainer.max_epochs={epochs}", "test=false", probe=probe, work=work
+                ),
+                env=setup.env(),
+                probe=probe,
+            )
 
         def plain(case: Case = case, steps: list[str] = plain_steps) -> Measured:
-            return run([python(), "-m", "bench.plain_loop", *case.plain, *steps, "--epochs", str(epochs),
-                        "--out", str(probe)], env=setup.env(), probe=probe)
+            return run(
+                [python(), "-m", "bench.plain_loop", *case.plain, *steps, "--epochs", str(epochs), "--out", str(probe)],
+                env=setup.env(),
+                probe=probe,
+            )
 
         runs = interleave({"plain": plain, "pipeline": pipeline}, repeats, log)
-        per_epoch = {name: [sum(m.epoch_seconds()) / len(m.epoch_seconds()) for m in measured]
-                     for name, measured in runs.items()}
+        per_epoch = {
+            name: [sum(m.epoch_seconds()) / len(m.epoch_seconds()) for m in measured] for name, measured in runs.items()
+        }
         ratio = median(per_epoch["pipeline"]) / median(per_epoch["plain"])
-        result.rows.append({"case": case.label,
-                            "plain loop s/epoch": f"{median(per_epoch['plain']):.2f} ({spread(per_epoch['plain'])})",
-                            "pipeline s/epoch": f"{median(per_epoch['pipeline']):.2f} ({spread(per_epoch['pipeline'])})",
-                            "ratio": f"{ratio:.3f}", "target": f"≤ {case.limit}"})
-        result.targets.append(Target(f"overhead ratio, {case.short}", f"{ratio:.3f}", f"≤ {case.limit}",
-                                     ratio <= case.limit))
+        result.rows.append(
+            {
+                "case": case.label,
+                "plain loop s/epoch": f"{median(per_epoch['plain']):.2f} ({spread(per_epoch['plain'])})",
+                "pipeline s/epoch": f"{median(per_epoch['pipeline']):.2f} ({spread(per_epoch['pipeline'])})",
+                "ratio": f"{ratio:.3f}",
+                "target": f"≤ {case.limit}",
+            }
+        )
+        result.targets.append(
+            Target(f"overhead ratio, {case.short}", f"{ratio:.3f}", f"≤ {case.limit}", ratio <= case.limit)
+        )
         result.raw[case.label] = per_epoch
-    result.notes.append(f"{epochs} epoch(s) per run ({STEPS} training batches an epoch for the CNNs, the whole "
-                        f"split for the MLP, then the whole validation split), {repeats} runs per side, "
-                        "interleaved; the pipeline runs "
-                        "with its default callbacks and MLflow tracking into a SQLite store (test=false: the test "
-                        "pass is not part of an epoch).")
+    result.notes.append(
+        f"{epochs} epoch(s) per run ({STEPS} training batches an epoch for the CNNs, the whole "
+        f"split for the MLP, then the whole validation split), {repeats} runs per side, "
+        "interleaved; the pipeline runs "
+        "with its default callbacks and MLflow tracking into a SQLite store (test=false: the test "
+        "pass is not part of an epoch)."
+    )
     return result

@@ -40,8 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--steps-per-epoch", type=int, default=None,
-                        help="stop an epoch's training after this many batches (like Lightning's limit_train_batches)")
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=None,
+        help="stop an epoch's training after this many batches (like Lightning's limit_train_batches)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -55,18 +59,20 @@ def main(argv: list[str] | None = None) -> None:
     val_x, val_y = load(args.processed_dir, "val", mean, std)
     num_classes = len(meta["class_names"])
 
-    net = getattr(networks, args.net)(input_shape=meta["input_shape"], num_outputs=num_classes,
-                                      **json.loads(args.net_kwargs))
+    net = getattr(networks, args.net)(
+        input_shape=meta["input_shape"], num_outputs=num_classes, **json.loads(args.net_kwargs)
+    )
     optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[args.optimizer](
-        net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        net.parameters(), lr=args.lr, weight_decay=args.weight_decay
+    )
     loss_fn = nn.CrossEntropyLoss()
 
     epochs = []
     loss = torch.zeros(())
-    for epoch in range(args.epochs):
+    for _ in range(args.epochs):
         start = time.time()
         net.train()
-        for idx in torch.randperm(len(train_y)).split(args.batch_size)[:args.steps_per_epoch]:
+        for idx in torch.randperm(len(train_y)).split(args.batch_size)[: args.steps_per_epoch]:
             loss = loss_fn(net(train_x[idx]), train_y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         net.eval()
         correct = 0
         with torch.no_grad():
-            for x, y in zip(val_x.split(args.batch_size), val_y.split(args.batch_size)):
+            for x, y in zip(val_x.split(args.batch_size), val_y.split(args.batch_size), strict=False):
                 correct += int((net(x).argmax(1) == y).sum())
         epochs.append({"start": start, "end": time.time(), "val_acc": correct / len(val_y), "loss": loss.item()})
     args.out.write_text(json.dumps({"epochs": epochs}), encoding="utf-8")

@@ -12,7 +12,6 @@ import atexit
 import functools
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,8 +44,9 @@ class TimingProbe(L.Callback):
         tmp.write_text(json.dumps(self.record), encoding="utf-8")
         tmp.replace(self.path)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if "first_step" not in self.record:
             self.record["first_step"] = time.time()
             self._write()

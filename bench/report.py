@@ -41,8 +41,12 @@ class Result:
     raw: dict[str, Any] = field(default_factory=dict)
 
     def markdown(self) -> str:
-        lines = [f"#### {self.title}", "", "| " + " | ".join(self.columns) + " |",
-                 "|" + "|".join("---" for _ in self.columns) + "|"]
+        lines = [
+            f"#### {self.title}",
+            "",
+            "| " + " | ".join(self.columns) + " |",
+            "|" + "|".join("---" for _ in self.columns) + "|",
+        ]
         lines += ["| " + " | ".join(str(row.get(c, "")) for c in self.columns) + " |" for row in self.rows]
         lines += [""] + [f"- {note}" for note in self.notes]
         return "\n".join(lines).rstrip() + "\n"
@@ -51,9 +55,14 @@ class Result:
 def machine() -> dict[str, Any]:
     import os
 
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def targets_table(results: list[Result]) -> str:
@@ -67,12 +76,19 @@ def write(results: list[Result], out_dir: Path, command: str, started: str, wall
     """``results.json`` and ``results.md`` in ``out_dir``; returns the Markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
     info = machine()
-    header = (f"Measured by `{command}` on {started} ({info['cpus']} CPUs, torch {info['torch']}, "
-              f"Python {info['python']}; {wall_s / 60:.1f} min in all). Medians of the repeats; "
-              "ranges are min–max.\n")
+    header = (
+        f"Measured by `{command}` on {started} ({info['cpus']} CPUs, torch {info['torch']}, "
+        f"Python {info['python']}; {wall_s / 60:.1f} min in all). Medians of the repeats; "
+        "ranges are min–max.\n"
+    )
     markdown = header + "\n" + targets_table(results) + "\n" + "\n".join(r.markdown() for r in results)
-    payload = {"command": command, "started": started, "wall_s": round(wall_s, 1), "machine": info,
-               "results": [asdict(r) for r in results]}
+    payload = {
+        "command": command,
+        "started": started,
+        "wall_s": round(wall_s, 1),
+        "machine": info,
+        "results": [asdict(r) for r in results],
+    }
     tmp = out_dir / "results.json.tmp"
     tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
     tmp.replace(out_dir / "results.json")

@@ -31,8 +31,14 @@ from bench.report import Result, Target
 
 FACTORS = (1, 4, 16)
 TILED = tuple(f for f in FACTORS if f > 1)  # made by bench.setup.tiled_mnist
-OVERRIDES = ("data=mnist", "model=logistic_regression", "data.datamodule.batch_size=512", "trainer.max_epochs=1",
-             "test=false", "threads=1")
+OVERRIDES = (
+    "data=mnist",
+    "model=logistic_regression",
+    "data.datamodule.batch_size=512",
+    "trainer.max_epochs=1",
+    "test=false",
+    "threads=1",
+)
 MEMORY_LIMIT = 2.0  # peak RSS at 16× over 1×
 LINEARITY_LIMIT = 1.25  # time per training sample at 16× over 4× (both read row by row from the file)
 
@@ -74,8 +80,13 @@ def measure(repeats: int, log: Callable[[str], None] = print) -> Result:
     def case(factor: int, memory_map: bool) -> Callable[[], Measured]:
         def train() -> Measured:
             warm_page_cache(folders[factor])
-            cmd = pipeline_train(*OVERRIDES, f"data.datamodule.processed_dir={folders[factor]}",
-                                 f"data.datamodule.memory_map={str(memory_map).lower()}", probe=probe, work=work)
+            cmd = pipeline_train(
+                *OVERRIDES,
+                f"data.datamodule.processed_dir={folders[factor]}",
+                f"data.datamodule.memory_map={str(memory_map).lower()}",
+                probe=probe,
+                work=work,
+            )
             return run(cmd, env=setup.env(), probe=probe)
 
         return train
@@ -85,9 +96,11 @@ def measure(repeats: int, log: Callable[[str], None] = print) -> Result:
     log("scale: in memory, 1× and 16× (once)")
     in_memory = interleave({f"{f}×": case(f, False) for f in (1, FACTORS[-1])}, 1, log)
 
-    result = Result("scale", "Scale: MNIST training split tiled 1×, 4×, 16× (softmax regression, batch 512)",
-                    ["training split", "data", "training rows", "s/epoch", "µs/sample (training pass)",
-                     "peak RSS MiB"])
+    result = Result(
+        "scale",
+        "Scale: MNIST training split tiled 1×, 4×, 16× (softmax regression, batch 512)",
+        ["training split", "data", "training rows", "s/epoch", "µs/sample (training pass)", "peak RSS MiB"],
+    )
     summary: dict[str, dict[str, Any]] = {}
     for label, runs, factors in (("memory-mapped", mapped, FACTORS), ("in memory", in_memory, (1, FACTORS[-1]))):
         for factor in factors:
@@ -96,12 +109,16 @@ def measure(repeats: int, log: Callable[[str], None] = print) -> Result:
             per_sample = [train_pass_seconds(m) / rows[factor] * 1e6 for m in measured]
             rss = [m.peak_rss_mib for m in measured]
             summary[f"{label} {factor}×"] = {"epoch_s": epoch, "us_per_sample": per_sample, "peak_rss_mib": rss}
-            result.rows.append({
-                "training split": f"{factor}×", "data": label, "training rows": f"{rows[factor]:,}",
-                "s/epoch": cell(epoch, f"{median(epoch):.2f}", spread(epoch)),
-                "µs/sample (training pass)": cell(per_sample, f"{median(per_sample):.2f}", spread(per_sample)),
-                "peak RSS MiB": cell(rss, f"{median(rss):.0f}", f"{min(rss):.0f}–{max(rss):.0f}"),
-            })
+            result.rows.append(
+                {
+                    "training split": f"{factor}×",
+                    "data": label,
+                    "training rows": f"{rows[factor]:,}",
+                    "s/epoch": cell(epoch, f"{median(epoch):.2f}", spread(epoch)),
+                    "µs/sample (training pass)": cell(per_sample, f"{median(per_sample):.2f}", spread(per_sample)),
+                    "peak RSS MiB": cell(rss, f"{median(rss):.0f}", f"{min(rss):.0f}–{max(rss):.0f}"),
+                }
+            )
     result.raw = summary
 
     first, middle, last = (f"memory-mapped {f}×" for f in FACTORS)
@@ -109,13 +126,24 @@ def measure(repeats: int, log: Callable[[str], None] = print) -> Result:
     per_sample = {key: median(summary[key]["us_per_sample"]) for key in summary}
     linearity = per_sample[last] / per_sample[middle]
     result.targets += [
-        Target(f"peak memory {FACTORS[-1]}× / {FACTORS[0]}× (memory-mapped)", f"{memory:.2f}", f"≤ {MEMORY_LIMIT:g}",
-               memory <= MEMORY_LIMIT),
-        Target(f"time per sample {FACTORS[-1]}× / {FACTORS[1]}× (memory-mapped)", f"{linearity:.2f}",
-               f"≤ {LINEARITY_LIMIT:g}", linearity <= LINEARITY_LIMIT),
+        Target(
+            f"peak memory {FACTORS[-1]}× / {FACTORS[0]}× (memory-mapped)",
+            f"{memory:.2f}",
+            f"≤ {MEMORY_LIMIT:g}",
+            memory <= MEMORY_LIMIT,
+        ),
+        Target(
+            f"time per sample {FACTORS[-1]}× / {FACTORS[1]}× (memory-mapped)",
+            f"{linearity:.2f}",
+            f"≤ {LINEARITY_LIMIT:g}",
+            linearity <= LINEARITY_LIMIT,
+        ),
     ]
-    growth = {label: median(summary[f"{label} {FACTORS[-1]}×"]["peak_rss_mib"])
-              - median(summary[f"{label} {FACTORS[0]}×"]["peak_rss_mib"]) for label in ("memory-mapped", "in memory")}
+    growth = {
+        label: median(summary[f"{label} {FACTORS[-1]}×"]["peak_rss_mib"])
+        - median(summary[f"{label} {FACTORS[0]}×"]["peak_rss_mib"])
+        for label in ("memory-mapped", "in memory")
+    }
     result.notes += [
         f"{repeats} run(s) per memory-mapped size, interleaved, one of each in-memory size; one epoch per run "
         "(test=false), default callbacks, MLflow tracking into a SQLite store, threads=1.",

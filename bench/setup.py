@@ -46,8 +46,13 @@ def env() -> dict[str, str]:
 
 def table_overrides(name: str = "bench_table", csv: Path = TABLE_CSV) -> list[str]:
     """Hydra overrides that point the pipeline at a bench table (bench/conf/data/<name>.yaml)."""
-    return [f"hydra.searchpath=[file://{BENCH_CONF}]", f"data={name}", f"data.source.path={csv}",
-            f"paths.raw_dir={RAW}", f"paths.processed_dir={PROCESSED}"]
+    return [
+        f"hydra.searchpath=[file://{BENCH_CONF}]",
+        f"data={name}",
+        f"data.source.path={csv}",
+        f"paths.raw_dir={RAW}",
+        f"paths.processed_dir={PROCESSED}",
+    ]
 
 
 def tiny_overrides() -> list[str]:
@@ -79,13 +84,21 @@ def table() -> None:
         return
     from sklearn.datasets import make_classification
 
-    x, y = make_classification(n_samples=TABLE_ROWS, n_features=TABLE_FEATURES, n_informative=30,
-                               n_classes=TABLE_CLASSES, n_clusters_per_class=2, class_sep=1.0, random_state=0)
+    x, y = make_classification(
+        n_samples=TABLE_ROWS,
+        n_features=TABLE_FEATURES,
+        n_informative=30,
+        n_classes=TABLE_CLASSES,
+        n_clusters_per_class=2,
+        class_sep=1.0,
+        random_state=0,
+    )
     WORK.mkdir(parents=True, exist_ok=True)
     header = ",".join([f"f{i}" for i in range(TABLE_FEATURES)] + ["label"])
     tmp = TABLE_CSV.with_suffix(".tmp")
-    np.savetxt(tmp, np.column_stack([x, y]), delimiter=",", header=header, comments="",
-               fmt=["%.6g"] * TABLE_FEATURES + ["%d"])
+    np.savetxt(
+        tmp, np.column_stack([x, y]), delimiter=",", header=header, comments="", fmt=["%.6g"] * TABLE_FEATURES + ["%d"]
+    )
     tmp.replace(TABLE_CSV)
     _fetch_and_preprocess(table_overrides())
 
@@ -96,7 +109,7 @@ def tiny_table() -> None:
         return
     table()
     with open(TABLE_CSV, encoding="utf-8") as src:
-        lines = [line for _, line in zip(range(TINY_ROWS + 1), src)]  # the header and TINY_ROWS rows
+        lines = [line for _, line in zip(range(TINY_ROWS + 1), src, strict=False)]  # the header and TINY_ROWS rows
     tmp = TINY_CSV.with_suffix(".tmp")
     tmp.write_text("".join(lines), encoding="utf-8")
     tmp.replace(TINY_CSV)
@@ -115,10 +128,11 @@ def tiled_mnist(factor: int) -> Path:
     meta = json.loads((source / "meta.json").read_text())
     for part in ("x", "y"):
         train = np.load(source / f"train_{part}.npy", mmap_mode="r")
-        out = np.lib.format.open_memmap(tmp / f"train_{part}.npy", mode="w+", dtype=train.dtype,
-                                        shape=(len(train) * factor, *train.shape[1:]))
+        out = np.lib.format.open_memmap(
+            tmp / f"train_{part}.npy", mode="w+", dtype=train.dtype, shape=(len(train) * factor, *train.shape[1:])
+        )
         for i in range(factor):
-            out[i * len(train):(i + 1) * len(train)] = train
+            out[i * len(train) : (i + 1) * len(train)] = train
         out.flush()
         del out
     for split in ("val", "test"):

@@ -38,24 +38,52 @@ class Recipe:
 RECIPES = [Recipe("MNIST", "mnist_fast", 0.990, TIME_LIMIT_S), Recipe("Fashion-MNIST", "fashion_fast", 0.91, None)]
 
 
-def measure(repeats: int, log: Callable[[str], None] = print, overrides: tuple[str, ...] = (),
-            recipes: list[Recipe] = RECIPES, device_label: str = "2-core CPU", mlflow_target: bool = True,
-            time_mlflow: bool = True) -> Result:
+def measure(
+    repeats: int,
+    log: Callable[[str], None] = print,
+    overrides: tuple[str, ...] = (),
+    recipes: list[Recipe] = RECIPES,
+    device_label: str = "2-core CPU",
+    mlflow_target: bool = True,
+    time_mlflow: bool = True,
+) -> Result:
     """``time_mlflow=False`` where MLflow is not installed (and the runs use ``logger=csv``)."""
     work = setup.WORK / "time_to_accuracy"
     work.mkdir(parents=True, exist_ok=True)
     probe, metrics_file = work / "probe.json", work / "metrics.json"
-    result = Result("time_to_accuracy", f"Time to accuracy ({device_label}, command start included)",
-                    ["recipe", "test accuracy", "epochs", "start → first step s", "training s", "start → last epoch end s",
-                     "whole command s", "MLflow share", "target"])
+    result = Result(
+        "time_to_accuracy",
+        f"Time to accuracy ({device_label}, command start included)",
+        [
+            "recipe",
+            "test accuracy",
+            "epochs",
+            "start → first step s",
+            "training s",
+            "start → last epoch end s",
+            "whole command s",
+            "MLflow share",
+            "target",
+        ],
+    )
 
     def runner(recipe: Recipe) -> Callable[[], tuple[Measured, float]]:
         def one() -> tuple[Measured, float]:
-            measured = run(pipeline_train(f"experiment={recipe.experiment}", *overrides, *recipe.overrides,
-                                          f"metrics_file={metrics_file}",
-                                          probe=probe, probe_options={"time_mlflow": time_mlflow}, work=work),
-                           env=setup.env(), probe=probe)
+            measured = run(
+                pipeline_train(
+                    f"experiment={recipe.experiment}",
+                    *overrides,
+                    *recipe.overrides,
+                    f"metrics_file={metrics_file}",
+                    probe=probe,
+                    probe_options={"time_mlflow": time_mlflow},
+                    work=work,
+                ),
+                env=setup.env(),
+                probe=probe,
+            )
             return measured, json.loads(metrics_file.read_text())["test/acc"]
+
         return one
 
     runs = interleave({r.label: runner(r) for r in recipes}, repeats, log)
@@ -66,26 +94,39 @@ def measure(repeats: int, log: Callable[[str], None] = print, overrides: tuple[s
         first_step = [m.since_start("first_step") for m in measured]
         walls = [m.wall_s for m in measured]
         mlflow = [m.probe["mlflow"]["import_s"] + m.probe["mlflow"]["calls_s"] for m in measured if "mlflow" in m.probe]
-        shares = [s / (w - s) for s, w in zip(mlflow, walls)]
+        shares = [s / (w - s) for s, w in zip(mlflow, walls, strict=False)]
         reached = min(accuracies) >= recipe.accuracy
         limit = f"≥ {recipe.accuracy:.1%}" + (f" in ≤ {recipe.time_limit_s:.0f} s" if recipe.time_limit_s else "")
-        result.rows.append({
-            "recipe": f"{recipe.label} (`{' '.join((f'experiment={recipe.experiment}', *overrides, *recipe.overrides))}`)",
-            "test accuracy": f"{median(accuracies):.2%} (min {min(accuracies):.2%})",
-            "epochs": len(measured[0].probe["epochs"]),
-            "start → first step s": f"{median(first_step):.1f}",
-            "training s": f"{median([t - f for t, f in zip(to_epoch, first_step)]):.1f}",
-            "start → last epoch end s": f"{median(to_epoch):.1f} ({spread(to_epoch)})",
-            "whole command s": f"{median(walls):.1f}",
-            "MLflow share": f"{median(shares):.1%} ({median(mlflow):.1f} s)" if shares else "not tracked",
-            "target": limit,
-        })
+        command = (f"experiment={recipe.experiment}", *overrides, *recipe.overrides)
+        result.rows.append(
+            {
+                "recipe": f"{recipe.label} (`{' '.join(command)}`)",
+                "test accuracy": f"{median(accuracies):.2%} (min {min(accuracies):.2%})",
+                "epochs": len(measured[0].probe["epochs"]),
+                "start → first step s": f"{median(first_step):.1f}",
+                "training s": f"{median([t - f for t, f in zip(to_epoch, first_step, strict=False)]):.1f}",
+                "start → last epoch end s": f"{median(to_epoch):.1f} ({spread(to_epoch)})",
+                "whole command s": f"{median(walls):.1f}",
+                "MLflow share": f"{median(shares):.1%} ({median(mlflow):.1f} s)" if shares else "not tracked",
+                "target": limit,
+            }
+        )
         holds = reached and (recipe.time_limit_s is None or median(to_epoch) <= recipe.time_limit_s)
         if recipe.target:
-            result.targets.append(Target(f"{recipe.label} {limit} ({device_label})",
-                                     f"{median(accuracies):.2%} at {median(to_epoch):.1f} s", limit, holds))
-        result.raw[recipe.label] = {"accuracy": accuracies, "to_last_epoch_s": to_epoch, "wall_s": walls,
-                                    "mlflow_s": mlflow}
+            result.targets.append(
+                Target(
+                    f"{recipe.label} {limit} ({device_label})",
+                    f"{median(accuracies):.2%} at {median(to_epoch):.1f} s",
+                    limit,
+                    holds,
+                )
+            )
+        result.raw[recipe.label] = {
+            "accuracy": accuracies,
+            "to_last_epoch_s": to_epoch,
+            "wall_s": walls,
+            "mlflow_s": mlflow,
+        }
         if mlflow_target and shares and recipe is recipes[0]:
             share = median(shares)
             calls: dict[str, list[float]] = {"import mlflow": [m.probe["mlflow"]["import_s"] for m in measured]}
@@ -93,10 +134,19 @@ def measure(repeats: int, log: Callable[[str], None] = print, overrides: tuple[s
                 for name, seconds in m.probe["mlflow"].get("by_call_s", {}).items():
                     calls.setdefault(name, []).append(seconds)
             biggest = sorted(calls.items(), key=lambda item: -median(item[1]))[:4]
-            result.notes.append(f"Where MLflow's time goes ({recipe.experiment}, medians): "
-                                + ", ".join(f"{name} {median(values):.2f} s" for name, values in biggest) + ".")
-            result.targets.append(Target(f"MLflow tracking's share of a run's wall time ({recipe.experiment})",
-                                         f"{share:.1%}", f"≤ {MLFLOW_SHARE_LIMIT:.0%}", share <= MLFLOW_SHARE_LIMIT))
+            result.notes.append(
+                f"Where MLflow's time goes ({recipe.experiment}, medians): "
+                + ", ".join(f"{name} {median(values):.2f} s" for name, values in biggest)
+                + "."
+            )
+            result.targets.append(
+                Target(
+                    f"MLflow tracking's share of a run's wall time ({recipe.experiment})",
+                    f"{share:.1%}",
+                    f"≤ {MLFLOW_SHARE_LIMIT:.0%}",
+                    share <= MLFLOW_SHARE_LIMIT,
+                )
+            )
     result.notes += [
         f"{repeats} runs per recipe, interleaved. Each recipe tests once, after its last epoch: the time to the "
         "end of that epoch bounds the time to the first epoch at the accuracy from above.",

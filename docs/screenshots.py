@@ -43,9 +43,16 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 PREFERRED_FIGURES = ["loss_curves.png", "decision_boundary.png", "samples.png", "fitted_curve.png"]
 PREFERRED_METRICS = ["val/acc", "val/loss", "test/acc", "test/loss", "val/mse", "test/mse", "val/fid"]
 MAX_METRICS, MAX_PARAMS = 4, 3
@@ -63,7 +70,9 @@ def choose_runs(client, experiment: str | None, run: str | None) -> dict:
     """The experiment, the sweep parent (or None), its children, and the run whose artifacts to show."""
     experiments = client.search_experiments()
     if experiment:
-        chosen = client.get_experiment(experiment) if experiment.isdigit() else client.get_experiment_by_name(experiment)
+        chosen = (
+            client.get_experiment(experiment) if experiment.isdigit() else client.get_experiment_by_name(experiment)
+        )
         if chosen is None:
             raise ShotError(f"no experiment {experiment!r} in the store")
         ids = [chosen.experiment_id]
@@ -104,11 +113,18 @@ def swept_params(group: list) -> list[str]:
     if varied:
         return varied
     keys = sorted({key for r in group for key in r.data.params})
-    return [k for k in keys if len({r.data.params.get(k) for r in group}) > 1
-            and not k.endswith(("dir", "path", "file")) and not any("/" in str(r.data.params.get(k)) for r in group)]
+    return [
+        k
+        for k in keys
+        if len({r.data.params.get(k) for r in group}) > 1
+        and not k.endswith(("dir", "path", "file"))
+        and not any("/" in str(r.data.params.get(k)) for r in group)
+    ]
 
 
-def columns_for(group: list, parent, metrics: list[str] | None, params: list[str] | None) -> tuple[list[str], list[str]]:
+def columns_for(
+    group: list, parent, metrics: list[str] | None, params: list[str] | None
+) -> tuple[list[str], list[str]]:
     """Metric columns (preferred ones present, else the first few) and the params the runs differ in."""
     if metrics is None:
         present = sorted({key for r in group for key in r.data.metrics})
@@ -138,23 +154,34 @@ def mlflow_ui(tracking_uri: str, artifacts_destination: str | None = None, timeo
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job runner
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (the server's output, read back if it fails to start)
     # Runs logged straight to a store keep file:// artifact locations, which the server reads as they
     # are; runs logged through a server (mlflow-artifacts:/...) need that server's --artifacts-destination.
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tracking_uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     if artifacts_destination:
         command += ["--artifacts-destination", artifacts_destination]
-    process = subprocess.Popen(command,
-                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + timeout
         while True:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
             if process.poll() is not None or time.monotonic() > deadline:
                 log.seek(0)
                 output = log.read().decode(errors="replace")[-4000:]
@@ -175,8 +202,14 @@ def mlflow_ui(tracking_uri: str, artifacts_destination: str | None = None, timeo
 
 
 def find_chromium(explicit: str | None) -> str:
-    for candidate in (explicit, os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
-                      shutil.which("chromium-browser"), shutil.which("google-chrome")):
+    for candidate in (
+        explicit,
+        os.environ.get("CHROMIUM"),
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+        shutil.which("google-chrome"),
+    ):
         if candidate and Path(candidate).is_file():
             return candidate
     raise ShotError("no Chromium found: on Debian `apt-get install -y chromium`, or pass --chromium PATH")
@@ -238,7 +271,7 @@ def tick_columns(page, names: list[str], ticked: bool = True) -> list[str]:
         node = page.locator(".du-bois-light-tree-treenode").filter(has=title).first
         try:
             node.wait_for(timeout=3000)
-        except Exception:  # noqa: BLE001 (playwright's TimeoutError)
+        except Exception:
             missing.append(name)
             continue
         checkbox = node.locator(".du-bois-light-tree-checkbox")
@@ -261,15 +294,21 @@ def collapse_other_sections(page, keep: str) -> None:
     page.wait_for_timeout(500)
 
 
-def take_shots(url: str, chosen: dict, metrics: list[str], params: list[str], out: Path, chromium: str,
-               width: int, height: int) -> list[Path]:
+def take_shots(
+    url: str, chosen: dict, metrics: list[str], params: list[str], out: Path, chromium: str, width: int, height: int
+) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mlflow-shots-chromium-") as profile, sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=chromium, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": width, "height": height}, device_scale_factor=1)
+            profile,
+            executable_path=chromium,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": width, "height": height},
+            device_scale_factor=1,
+        )
         context.set_default_timeout(PAGE_TIMEOUT_MS)
         page = context.pages[0] if context.pages else context.new_page()
         try:
@@ -285,8 +324,9 @@ def take_shots(url: str, chosen: dict, metrics: list[str], params: list[str], ou
     return saved
 
 
-def shoot_pages(page, url: str, chosen: dict, metrics: list[str], params: list[str], out: Path,
-                width: int, height: int) -> list[Path]:
+def shoot_pages(
+    page, url: str, chosen: dict, metrics: list[str], params: list[str], out: Path, width: int, height: int
+) -> list[Path]:
     experiment_id, parent, group = chosen["experiment_id"], chosen["parent"], chosen["group"]
     shown = chosen["artifacts_run"]
     saved = []
@@ -308,7 +348,9 @@ def shoot_pages(page, url: str, chosen: dict, metrics: list[str], params: list[s
     rows = page.locator(".ag-center-cols-container .ag-row")
     bottom = max(box["y"] + box["height"] for box in (rows.nth(i).bounding_box() for i in range(rows.count())))
     clip_height = min(height, max(int(bottom) + 48, height // 2))  # no empty page below a short table
-    saved.append(shot(page, out / "mlflow_runs_table.png", clip={"x": 0, "y": 0, "width": width, "height": clip_height}))
+    saved.append(
+        shot(page, out / "mlflow_runs_table.png", clip={"x": 0, "y": 0, "width": width, "height": clip_height})
+    )
 
     # (b) the chart view of the same runs, only the section of the first metric ("val" for val/acc) open.
     page.locator("label", has=page.locator('input[name="runs-view-mode"][value="CHART"]')).click()
@@ -351,10 +393,14 @@ def shot(page, path: Path, clip: dict | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
-                        help="the store (sqlite:///..., postgresql://...) or a tracking server (http://...)")
-    parser.add_argument("--artifacts-destination",
-                        help="the --artifacts-destination of the server the runs were logged through, if any")
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+        help="the store (sqlite:///..., postgresql://...) or a tracking server (http://...)",
+    )
+    parser.add_argument(
+        "--artifacts-destination", help="the --artifacts-destination of the server the runs were logged through, if any"
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/images"), help="folder for the PNG files")
     parser.add_argument("--experiment", help="experiment name or id (default: the newest sweep's)")
     parser.add_argument("--run", help="run id for the artifacts shot (default: the sweep's best run)")

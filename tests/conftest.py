@@ -1,7 +1,9 @@
-"""Shared fixtures: a loopback HTTP mirror, tiny IDX and CSV files written by the tests, the real-data mirror."""
+"""Shared fixtures and helpers: tiny datasets and composed configs, tracking stores, a loopback HTTP mirror,
+tiny IDX files written by the tests, the real-data mirror."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import http.server
@@ -10,9 +12,17 @@ import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,8 +44,9 @@ def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def tiny_digits(folder: Path, n_train: int = 200, n_test: int = 50, seed: int = 0, size: int = 8,
-                learnable: bool = False) -> dict[str, dict[str, str]]:
+def tiny_digits(
+    folder: Path, n_train: int = 200, n_test: int = 50, seed: int = 0, size: int = 8, learnable: bool = False
+) -> dict[str, dict[str, str]]:
     """Write an MNIST-like dataset (size x size images, 10 classes) as IDX files; return a `files:` config block.
 
     Pixels are noise; with ``learnable`` each class also has its own bright row band, so a model can learn it.
@@ -63,7 +74,7 @@ class _MirrorHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:  # keep test output quiet
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         if self.path.startswith("/drop/"):
             path = Path(self.directory) / self.path.removeprefix("/drop/")
             data = path.read_bytes()
@@ -125,11 +136,22 @@ def migrated_mlflow_db(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def mlflow_store(tmp_path_factory: pytest.TempPathFactory, migrated_mlflow_db: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test tracks into its own fresh store (never the project's mlflow.db), in a folder of its own
-    so tests that list their tmp_path see only their files.
+@pytest.fixture(scope="session", autouse=True)
+def untracked_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Where a test that trains with logger=mlflow without asking for ``mlflow_store`` tracks: a throwaway
+    store of the session, so no test ever writes to the project's mlflow.db."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('untracked') / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri
+
+
+@pytest.fixture
+def mlflow_store(
+    tmp_path_factory: pytest.TempPathFactory, migrated_mlflow_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """A fresh store of the test's own, for tests that read what was tracked, in a folder of its own so tests
+    that list their tmp_path see only their files.
 
     MLFLOW_TRACKING_URI is what conf/logger/mlflow.yaml reads; artifacts land beside the
     database, in <store folder>/mlruns.
@@ -139,3 +161,82 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory, migrated_mlflow_db: P
     uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+# --- tiny datasets and composed configs ------------------------------------------------------------
+
+SPLIT = {"val_size": 0.2, "test_size": 0.2, "seed": 0, "missing": "fail"}
+
+
+@pytest.fixture(scope="session")
+def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny preprocessed datasets named like the real ones, so the real configs apply unchanged (read-only)."""
+    from pipeline.data.processed import preprocess_dataset
+    from pipeline.data.sources import GeneratedTable, IdxImages
+    from pipeline.data.synthetic import blobs, line, spirals
+
+    root = tmp_path_factory.mktemp("data")
+    for name, task, generator in (
+        ("blobs", "classification", blobs),
+        ("line", "regression", line),
+        ("spirals", "classification", spirals),
+    ):
+        source = GeneratedTable(lambda rng, g=generator: g(rng, n_samples=200), seed=0)
+        source.fetch(root / "raw" / name)
+        preprocess_dataset(source, name, task, root / "raw" / name, root / "processed" / name, SPLIT)
+    files = tiny_digits(root / "mirror" / "tiny", n_train=120, n_test=40, size=16, learnable=True)
+    images = IdxImages(folder="tiny", files=files, class_names=[str(i) for i in range(10)], image_shape=(16, 16))
+    for name in ("mnist", "fashion_mnist"):  # the same tiny digits stand in for both image datasets
+        images.fetch(root / "raw" / name, mirror=str(root / "mirror"))
+        preprocess_dataset(
+            images, name, "classification", root / "raw" / name, root / "processed" / name, {"val_size": 20, "seed": 0}
+        )
+    return root / "processed"
+
+
+def make_cfg(processed: Path, tmp_path: Path, *overrides: str) -> DictConfig:
+    """The composed ``train`` config, as ``python -m pipeline.train <overrides>`` would run it, on ``processed``
+    data with its run folder ``tmp_path/run``. Without a ``logger=`` override it logs to CSV only: a test
+    that reads what MLflow tracked says ``logger=mlflow`` (and asks for ``mlflow_store``)."""
+    GlobalHydra.instance().clear()
+    logger = [] if any(o.startswith("logger=") for o in overrides) else ["logger=csv"]
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                f"paths.processed_dir={processed}",
+                f"paths.log_dir={tmp_path}",
+                "callbacks.progress_bar.refresh_rate=0",
+                *logger,
+                *overrides,
+            ],
+            return_hydra_config=True,
+        )
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+def history(path: Path) -> list[dict[str, str]]:
+    """The rows of a history CSV (EpochHistory's), as strings."""
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def only_run(store: str, experiment: str) -> Run:
+    """The one run of ``experiment`` in ``store`` (a test that tracked one run)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return run
+
+
+@pytest.fixture
+def postgres_uri() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 with an empty database; yields its SQLAlchemy URI."""
+    from tests.servers import postgres_cluster
+
+    with postgres_cluster() as uri:
+        yield uri

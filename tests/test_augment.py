@@ -10,9 +10,9 @@ from hydra.utils import instantiate
 
 from pipeline.data.augment import RandomAffine
 from pipeline.data.datamodule import ArrayDataModule
-from pipeline.data.errors import DataConfigError
+from pipeline.errors import DataConfigError
 from pipeline.train import train
-from tests.test_train import make_cfg, processed  # noqa: F401 (processed is a fixture)
+from tests.conftest import make_cfg
 
 
 def blob_batch(n: int = 16, height: int = 16, width: int = 16) -> torch.Tensor:
@@ -55,7 +55,7 @@ def test_flip_mirrors_some_images_left_right():
     out = RandomAffine(flip_probability=0.5)(x)
     flipped = [torch.allclose(image, torch.flip(x[0], dims=[-1]), atol=1e-5) for image in out]
     kept = [torch.allclose(image, x[0], atol=1e-5) for image in out]
-    assert all(f or k for f, k in zip(flipped, kept)) and 5 < sum(flipped) < 27
+    assert all(f or k for f, k in zip(flipped, kept, strict=False)) and 5 < sum(flipped) < 27
 
 
 def test_shift_fraction_bounds_the_displacement():
@@ -92,8 +92,9 @@ def test_repeats_under_the_same_seed():
 
 
 def test_datamodule_augments_training_batches_only(processed, tmp_path):
-    cfg = make_cfg(processed, tmp_path, "data=mnist",
-                   "data.datamodule.augment={rotation_degrees:20,shift_fraction:0.2}")
+    cfg = make_cfg(
+        processed, tmp_path, "data=mnist", "data.datamodule.augment={rotation_degrees:20,shift_fraction:0.2}"
+    )
     datamodule = instantiate(cfg.data.datamodule)
     datamodule.setup("fit")
     x, y = next(iter(datamodule.train_dataloader()))
@@ -113,7 +114,7 @@ def test_datamodule_augments_training_batches_only(processed, tmp_path):
 def test_augment_is_for_images_and_names_bad_keys(processed):
     with pytest.raises(DataConfigError, match="augment is for image datasets; blobs has inputs of shape"):
         ArrayDataModule(str(processed / "blobs"), augment={"rotation_degrees": 10})
-    with pytest.raises(DataConfigError, match="augment=.*degrees"):
+    with pytest.raises(DataConfigError, match=r"augment=.*degrees"):
         ArrayDataModule(str(processed / "mnist"), augment={"degrees": 10})
     assert ArrayDataModule(str(processed / "mnist"), augment=None).augment is None
 
@@ -122,9 +123,17 @@ def test_training_run_augments_only_the_training_batches(processed, tmp_path, mo
     calls: list[int] = []
     forward = RandomAffine.forward
     monkeypatch.setattr(RandomAffine, "forward", lambda self, x: calls.append(len(x)) or forward(self, x))
-    cfg = make_cfg(processed, tmp_path, "data=mnist", "model=tiny_cnn", "data.datamodule.batch_size=16",
-                   "data.datamodule.augment={rotation_degrees:10,shift_fraction:0.1}",
-                   "trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2")
+    cfg = make_cfg(
+        processed,
+        tmp_path,
+        "data=mnist",
+        "model=tiny_cnn",
+        "data.datamodule.batch_size=16",
+        "data.datamodule.augment={rotation_degrees:10,shift_fraction:0.1}",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=3",
+        "+trainer.limit_val_batches=2",
+    )
     metrics = train(cfg)
     assert calls == [16, 16, 16]  # three training batches; the sanity check, validation and test are not augmented
     assert "test/acc" in metrics

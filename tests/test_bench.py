@@ -9,7 +9,6 @@ import pytest
 
 from bench import harness, report
 from bench.report import Result, Target
-from tests.test_train import processed  # noqa: F401  (the fixture)
 
 
 def test_interleave_rotates_the_order_of_cases_each_repeat():
@@ -34,11 +33,18 @@ def test_describe_a_pair_of_results():
 
 
 def test_results_go_to_json_markdown_and_between_the_readme_markers(tmp_path):
-    result = Result("x", "X", ["case", "ratio"], rows=[{"case": "tiny", "ratio": "1.01"}],
-                    targets=[Target("ratio", "1.01", "≤ 1.05", True), Target("gpu", "not run", "≥ 99%", None)])
+    result = Result(
+        "x",
+        "X",
+        ["case", "ratio"],
+        rows=[{"case": "tiny", "ratio": "1.01"}],
+        targets=[Target("ratio", "1.01", "≤ 1.05", True), Target("gpu", "not run", "≥ 99%", None)],
+    )
     markdown = report.write([result], tmp_path, "make bench", "2026-11-26 00:00 UTC", 60.0)
     assert "| ratio | 1.01 | ≤ 1.05 | PASS |" in markdown and "| gpu | not run | ≥ 99% | SKIP |" in markdown
-    assert json.loads((tmp_path / "results.json").read_text())["results"][0]["rows"] == [{"case": "tiny", "ratio": "1.01"}]
+    assert json.loads((tmp_path / "results.json").read_text())["results"][0]["rows"] == [
+        {"case": "tiny", "ratio": "1.01"}
+    ]
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n{report.README_BEGIN}\nold figures\n{report.README_END}\nafter\n")
     assert report.update_readme(readme, markdown)
@@ -48,12 +54,26 @@ def test_results_go_to_json_markdown_and_between_the_readme_markers(tmp_path):
     assert not report.update_readme(readme, markdown) and readme.read_text() == "# no markers\n"
 
 
-def test_plain_loop_trains_the_same_network_and_records_each_epoch(processed, tmp_path):  # noqa: F811
+def test_plain_loop_trains_the_same_network_and_records_each_epoch(processed, tmp_path):
     from bench import plain_loop
 
     out = tmp_path / "plain.json"
-    plain_loop.main(["--processed-dir", str(processed / "mnist"), "--net", "tiny_cnn", "--batch-size", "16",
-                     "--epochs", "2", "--lr", "0.01", "--out", str(out)])
+    plain_loop.main(
+        [
+            "--processed-dir",
+            str(processed / "mnist"),
+            "--net",
+            "tiny_cnn",
+            "--batch-size",
+            "16",
+            "--epochs",
+            "2",
+            "--lr",
+            "0.01",
+            "--out",
+            str(out),
+        ]
+    )
     epochs = json.loads(out.read_text())["epochs"]
     assert len(epochs) == 2 and all(e["end"] > e["start"] for e in epochs)
     assert 0.0 <= epochs[-1]["val_acc"] <= 1.0

@@ -12,16 +12,29 @@ import numpy as np
 from tests.conftest import REPO_ROOT
 
 
-def run_stage(module: str, *overrides: str, cwd: Path = REPO_ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+def run_stage(
+    module: str, *overrides: str, cwd: Path = REPO_ROOT, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 def test_fetch_with_empty_mirror_and_no_network_fails_clearly(tmp_path, closed_port_url):
     empty = tmp_path / "empty-mirror"
     empty.mkdir()
-    result = run_stage("pipeline.fetch", "data=mnist", f"paths.root_dir={tmp_path}",
-                       f"data.source.urls=[{closed_port_url}]", env={"PIPELINE_DATA_MIRROR": str(empty)})
+    result = run_stage(
+        "pipeline.fetch",
+        "data=mnist",
+        f"paths.root_dir={tmp_path}",
+        f"data.source.urls=[{closed_port_url}]",
+        env={"PIPELINE_DATA_MIRROR": str(empty)},
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "FetchError: could not fetch mnist/train-images-idx3-ubyte.gz" in output

@@ -17,7 +17,7 @@ from pipeline.data.datamodule import ArrayDataModule
 from pipeline.data.mapped import MappedArrayDataset
 from pipeline.data.sampling import EpochBatches
 from pipeline.train import train
-from tests.test_train import make_cfg, processed  # noqa: F401 (processed is a fixture)
+from tests.conftest import make_cfg
 
 LOADERS = {"train": "train_dataloader", "val": "val_dataloader", "test": "test_dataloader"}
 
@@ -41,23 +41,29 @@ def batches(datamodule: ArrayDataModule, split: str, epochs: int = 1) -> list[tu
 
 def assert_same(a: list, b: list) -> None:
     assert len(a) == len(b) > 0
-    for (xa, ya), (xb, yb) in zip(a, b):
+    for (xa, ya), (xb, yb) in zip(a, b, strict=False):
         assert xa.dtype == xb.dtype and ya.dtype == yb.dtype
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
-@pytest.mark.parametrize(("name", "options"), [
-    ("mnist", {}), ("blobs", {}), ("mnist", {"classes": [2, 5, 7], "relabel": True}),
-])
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("mnist", {}),
+        ("blobs", {}),
+        ("mnist", {"classes": [2, 5, 7], "relabel": True}),
+    ],
+)
 def test_mapped_batches_equal_in_memory_batches(processed, path, name, options):
     memory = ArrayDataModule(str(processed / name), batch_size=16, eval_batch_size=7, seed=3, **options)
-    mapped_dm = ArrayDataModule(str(processed / name), batch_size=16, eval_batch_size=7, seed=3, memory_map=True,
-                                **options)
+    mapped_dm = ArrayDataModule(
+        str(processed / name), batch_size=16, eval_batch_size=7, seed=3, memory_map=True, **options
+    )
     memory.setup()
     mapped_dm.setup()
     for split in LOADERS:
         assert_same(batches(memory, split, epochs=2), batches(mapped_dm, split, epochs=2))
-        for a, b in zip(memory.splits[split].tensors, mapped_dm.splits[split].tensors):
+        for a, b in zip(memory.splits[split].tensors, mapped_dm.splits[split].tensors, strict=False):
             assert torch.equal(a, b)
     x, _ = batches(mapped_dm, "train")[0]
     if name == "mnist":
@@ -82,7 +88,7 @@ def test_pickled_dataset_reopens_its_map_and_gives_the_same_batches(processed, p
     copy = pickle.loads(pickle.dumps(dataset))
     assert isinstance(copy.x.base, mmap.mmap) and copy.x.base is not dataset.x.base
     for index in (torch.tensor([4, 0, 2, 2]), torch.arange(len(dataset)), 3):
-        for a, b in zip(dataset[index], copy[index]):
+        for a, b in zip(dataset[index], copy[index], strict=False):
             assert torch.equal(a, b)
 
 
@@ -95,8 +101,14 @@ def test_workers_serve_the_same_batches(processed):
 
 
 def test_training_runs_with_memory_map(processed, tmp_path):
-    cfg = make_cfg(processed, tmp_path, "data=mnist", "model=mlp_classifier", "debug=fast_dev_run",
-                   "data.datamodule.memory_map=true")
+    cfg = make_cfg(
+        processed,
+        tmp_path,
+        "data=mnist",
+        "model=mlp_classifier",
+        "debug=fast_dev_run",
+        "data.datamodule.memory_map=true",
+    )
     metrics = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["test/loss"]))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.data.download import Checksum, candidate_sources, fetch_file
-from pipeline.data.errors import FetchError
+from pipeline.errors import FetchError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB: large enough to be sent in several chunks
 GOOD = Checksum("md5", hashlib.md5(PAYLOAD).hexdigest())
@@ -43,8 +43,14 @@ def test_falls_back_from_mirror_to_public_urls_in_order(http_mirror, tmp_path, c
     _serve(root, "public/file.bin")
     empty_mirror = tmp_path / "empty"
     empty_mirror.mkdir()
-    dest = fetch_file("file.bin", tmp_path / "out", GOOD, folder="digits", mirror=str(empty_mirror),
-                      urls=[closed_port_url, f"{base}/public/"])
+    dest = fetch_file(
+        "file.bin",
+        tmp_path / "out",
+        GOOD,
+        folder="digits",
+        mirror=str(empty_mirror),
+        urls=[closed_port_url, f"{base}/public/"],
+    )
     assert dest.read_bytes() == PAYLOAD
     assert candidate_sources("f", "d", "/m", ["http://a/", "http://b"]) == ["/m/d/f", "http://a/f", "http://b/f"]
 
@@ -91,7 +97,7 @@ def test_unreachable_server_is_reported(tmp_path, closed_port_url):
 
 
 def test_failed_refetch_keeps_nothing_but_a_good_file_is_not_downloaded_again(http_mirror, tmp_path):
-    base, root = http_mirror
+    base, _ = http_mirror
     out = tmp_path / "out"
     out.mkdir()
     (out / "file.bin").write_bytes(PAYLOAD)  # already there, right checksum: no source needed at all

@@ -13,19 +13,21 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from pipeline.checkpoints import load_module
+from pipeline.errors import ModelConfigError
 from pipeline.evaluate import evaluate
-from pipeline.models.base import ModelConfigError
+from pipeline.models.checkpoints import load_module
 from pipeline.train import train
-from tests.conftest import REPO_ROOT
-from tests.test_train import make_cfg, processed  # noqa: F401 - the fixture is shared
+from tests.conftest import REPO_ROOT, make_cfg
 
 
 def make_eval_cfg(processed: Path, tmp_path: Path, *overrides: str) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"paths.processed_dir={processed}", f"paths.log_dir={tmp_path}",
-                                             *overrides], return_hydra_config=True)
+        cfg = compose(
+            "evaluate",
+            overrides=[f"paths.processed_dir={processed}", f"paths.log_dir={tmp_path}", *overrides],
+            return_hydra_config=True,
+        )
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(tmp_path / "eval")
     HydraConfig().set_config(cfg)
@@ -42,8 +44,9 @@ def trained(processed, tmp_path_factory) -> dict[str, tuple[Path, dict[str, floa
         "digits": ("data=mnist", "model=tiny_cnn", "trainer.max_epochs=2"),
     }.items():
         tmp = tmp_path_factory.mktemp(name)
-        cfg = make_cfg(processed, tmp, *overrides, f"model_file={tmp / 'model.ckpt'}",
-                       f"metrics_file={tmp / 'train_metrics.json'}")
+        cfg = make_cfg(
+            processed, tmp, *overrides, f"model_file={tmp / 'model.ckpt'}", f"metrics_file={tmp / 'train_metrics.json'}"
+        )
         runs[name] = (tmp / "model.ckpt", train(cfg))
     return runs
 
@@ -68,8 +71,7 @@ def test_line_regression_reports_the_fitted_line(processed, tmp_path, trained):
         rows = list(csv.DictReader(fh))
     assert len(rows) == 40 and [float(r["x"]) for r in rows] == sorted(float(r["x"]) for r in rows)
     for row in rows:  # the plotted curve is the fitted line
-        assert float(row["predicted"]) == pytest.approx(metrics["fit/w"] * float(row["x"]) + metrics["fit/b"],
-                                                        abs=1e-4)
+        assert float(row["predicted"]) == pytest.approx(metrics["fit/w"] * float(row["x"]) + metrics["fit/b"], abs=1e-4)
 
 
 def test_classifier_evaluation_writes_one_confusion_pair_per_test_example(processed, tmp_path, trained):
@@ -85,8 +87,11 @@ def test_classifier_evaluation_writes_one_confusion_pair_per_test_example(proces
 def test_checkpoint_of_another_family_is_refused_by_name(processed, tmp_path, trained):
     ckpt, _ = trained["line"]
     cfg = make_eval_cfg(processed, tmp_path, f"ckpt_path={ckpt}", "model=lenet")
-    with pytest.raises(ModelConfigError, match=r"holds a regression model .*RegressionModule.*data=line.*"
-                                               r"but a classification model was asked for"):
+    with pytest.raises(
+        ModelConfigError,
+        match=r"holds a regression model .*RegressionModule.*data=line.*"
+        r"but a classification model was asked for",
+    ):
         evaluate(cfg)
     cfg = make_cfg(processed, tmp_path, "data=mnist", "model=lenet", f"ckpt_path={ckpt}")
     with pytest.raises(ModelConfigError, match="holds a regression model"):
@@ -110,7 +115,7 @@ def test_evaluating_on_data_of_another_shape_names_both(processed, tmp_path, tra
 def test_a_file_that_is_not_a_pipeline_checkpoint_is_refused(processed, tmp_path):
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
-    with pytest.raises(ModelConfigError, match="was not written by pipeline.train"):
+    with pytest.raises(ModelConfigError, match=r"was not written by pipeline.train"):
         load_module(foreign)
     with pytest.raises(ModelConfigError, match="does not exist"):
         load_module(tmp_path / "missing.ckpt")

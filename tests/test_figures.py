@@ -6,21 +6,20 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-import mlflow
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
 from pipeline.callbacks import drawing as figures
 from pipeline.train import train
-from tests.conftest import REPO_ROOT
-from tests.test_train import make_cfg, processed  # noqa: F401  (the tiny-datasets fixture)
+from tests.conftest import REPO_ROOT, make_cfg
 
 FAST = ("callbacks.early_stopping=null", "callbacks.last_checkpoint=null")
 
@@ -47,20 +46,54 @@ def mlflow_figures(store: str, tmp_path: Path, subdir: str = "figures") -> dict[
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(runs) == 1
     run_id = runs[0].info.run_id
-    return {Path(a.path).name: Path(client.download_artifacts(run_id, a.path, str(tmp_path)))
-            for a in client.list_artifacts(run_id, subdir) if not a.is_dir}
+    return {
+        Path(a.path).name: Path(client.download_artifacts(run_id, a.path, str(tmp_path)))
+        for a in client.list_artifacts(run_id, subdir)
+        if not a.is_dir
+    }
 
 
 # --- the plotting functions ----------------------------------------------------------------------------
 
-ROWS = [{"epoch": e, "step": 10 * e, "train/loss": 1 / (e + 1), "val/loss": 1.2 / (e + 1), "train/acc": 0.5 + e / 10,
-         "val/acc": 0.45 + e / 10, "train/loss_step": 0.9, "lr-Adam": 1e-3} for e in range(4)]
-GAN_ROWS = [{"epoch": e, "train/d_loss": 0.7, "train/g_loss": 1.4 - e / 10, "val/fid": 30.0 - e, "lr-Adam": 1e-3,
-             "lr-Adam-1": 1e-3} for e in range(3)]
+ROWS = [
+    {
+        "epoch": e,
+        "step": 10 * e,
+        "train/loss": 1 / (e + 1),
+        "val/loss": 1.2 / (e + 1),
+        "train/acc": 0.5 + e / 10,
+        "val/acc": 0.45 + e / 10,
+        "train/loss_step": 0.9,
+        "lr-Adam": 1e-3,
+    }
+    for e in range(4)
+]
+GAN_ROWS = [
+    {
+        "epoch": e,
+        "train/d_loss": 0.7,
+        "train/g_loss": 1.4 - e / 10,
+        "val/fid": 30.0 - e,
+        "lr-Adam": 1e-3,
+        "lr-Adam-1": 1e-3,
+    }
+    for e in range(3)
+]
 
 
-@pytest.mark.parametrize("name", ["loss_curves", "gan_curves", "decision_boundary", "fitted_curve",
-                                  "confusion_matrix", "misclassified", "misclassified_rgb", "labelled_grid"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "loss_curves",
+        "gan_curves",
+        "decision_boundary",
+        "fitted_curve",
+        "confusion_matrix",
+        "misclassified",
+        "misclassified_rgb",
+        "labelled_grid",
+    ],
+)
 def test_every_plotting_function_writes_a_valid_png(tmp_path, name):
     rng = np.random.default_rng(0)
     x2, labels = rng.normal(size=(60, 2)), rng.integers(0, 3, 60)
@@ -69,14 +102,17 @@ def test_every_plotting_function_writes_a_valid_png(tmp_path, name):
     draw = {
         "loss_curves": lambda: figures.loss_curves(ROWS),
         "gan_curves": lambda: figures.loss_curves(GAN_ROWS),
-        "decision_boundary": lambda: figures.decision_boundary(lambda p: (p[:, 0] > 0).astype(int) + (p[:, 1] > 1),
-                                                               x2, labels, ["a", "b", "c"]),
+        "decision_boundary": lambda: figures.decision_boundary(
+            lambda p: (p[:, 0] > 0).astype(int) + (p[:, 1] > 1), x2, labels, ["a", "b", "c"]
+        ),
         "fitted_curve": lambda: figures.fitted_curve(x1, 2 * x1 - 1 + rng.normal(0, 0.1, 50), 2 * x1 - 1),
         "confusion_matrix": lambda: figures.confusion_matrix(rng.integers(0, 9, (3, 3)), ["a", "b", "c"]),
-        "misclassified": lambda: figures.misclassified(rng.integers(0, 255, (5, 1, 8, 8), dtype=np.uint8),
-                                                       [0, 1, 2, 0, 1], [1, 2, 0, 2, 0], ["a", "b", "c"]),
-        "misclassified_rgb": lambda: figures.misclassified(rng.uniform(0, 1, (3, 3, 8, 8)), [0, 1, 2], [1, 2, 0],
-                                                           ["a", "b", "c"]),
+        "misclassified": lambda: figures.misclassified(
+            rng.integers(0, 255, (5, 1, 8, 8), dtype=np.uint8), [0, 1, 2, 0, 1], [1, 2, 0, 2, 0], ["a", "b", "c"]
+        ),
+        "misclassified_rgb": lambda: figures.misclassified(
+            rng.uniform(0, 1, (3, 3, 8, 8)), [0, 1, 2], [1, 2, 0], ["a", "b", "c"]
+        ),
         "labelled_grid": lambda: figures.labelled_grid(grid, ["class 0", "class 1", "class 2"], "per class"),
     }[name]
     path = figures.save_png(draw(), tmp_path / "sub" / f"{name}.png")
@@ -120,7 +156,7 @@ def test_gif_has_every_frame(tmp_path):
 # --- the callbacks in training runs -------------------------------------------------------------------
 
 
-def test_spirals_classifier_logs_loss_curves_boundary_and_confusion(processed, in_tmp, mlflow_store):  # noqa: F811
+def test_spirals_classifier_logs_loss_curves_boundary_and_confusion(processed, in_tmp, mlflow_store):
     train(make_cfg(processed, in_tmp, "experiment=spirals_mlp", "logger=mlflow", "trainer.max_epochs=3", *FAST))
     logged = mlflow_figures(mlflow_store, in_tmp / "download")
     assert set(logged) == {"loss_curves.png", "decision_boundary.png", "confusion_matrix.png"}
@@ -129,27 +165,48 @@ def test_spirals_classifier_logs_loss_curves_boundary_and_confusion(processed, i
     assert logged["loss_curves.png"].read_bytes() == (in_tmp / "run" / "figures" / "loss_curves.png").read_bytes()
 
 
-def test_line_regression_logs_the_fitted_curve(processed, in_tmp, mlflow_store):  # noqa: F811
+def test_line_regression_logs_the_fitted_curve(processed, in_tmp, mlflow_store):
     train(make_cfg(processed, in_tmp, "experiment=line_regression", "logger=mlflow", "trainer.max_epochs=3", *FAST))
     logged = mlflow_figures(mlflow_store, in_tmp / "download")
     assert set(logged) == {"loss_curves.png", "fitted_curve.png"}
     assert_png(logged["fitted_curve.png"])
 
 
-def test_image_classifier_logs_confusion_and_misclassified_images(processed, in_tmp, mlflow_store):  # noqa: F811
-    train(make_cfg(processed, in_tmp, "data=mnist", "model=tiny_cnn", "logger=mlflow", "trainer.max_epochs=1",
-                   "callbacks.misclassified.max_images=5", *FAST))
+def test_image_classifier_logs_confusion_and_misclassified_images(processed, in_tmp, mlflow_store):
+    train(
+        make_cfg(
+            processed,
+            in_tmp,
+            "data=mnist",
+            "model=tiny_cnn",
+            "logger=mlflow",
+            "trainer.max_epochs=1",
+            "callbacks.misclassified.max_images=5",
+            *FAST,
+        )
+    )
     logged = mlflow_figures(mlflow_store, in_tmp / "download")
     assert set(logged) == {"loss_curves.png", "confusion_matrix.png", "misclassified.png"}
     for path in logged.values():
         assert_png(path)
 
 
-def test_gan_logs_step_grids_animation_and_final_grids(processed, in_tmp, mlflow_store):  # noqa: F811
-    cfg = make_cfg(processed, in_tmp, "experiment=mnist_cgan", "logger=mlflow", "model.scorer_checkpoint=null",
-                   "callbacks.model_checkpoint.monitor=null", "data.datamodule.batch_size=16", "trainer.max_epochs=1",
-                   "+trainer.limit_train_batches=5", "+trainer.limit_val_batches=0", "test=false",
-                   "callbacks.gan_progress.every_n_steps=2", *FAST)
+def test_gan_logs_step_grids_animation_and_final_grids(processed, in_tmp, mlflow_store):
+    cfg = make_cfg(
+        processed,
+        in_tmp,
+        "experiment=mnist_cgan",
+        "logger=mlflow",
+        "model.scorer_checkpoint=null",
+        "callbacks.model_checkpoint.monitor=null",
+        "data.datamodule.batch_size=16",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=5",
+        "+trainer.limit_val_batches=0",
+        "test=false",
+        "callbacks.gan_progress.every_n_steps=2",
+        *FAST,
+    )
     train(cfg)
     logged = mlflow_figures(mlflow_store, in_tmp / "download")
     assert set(logged) == {"loss_curves.png", "samples_final.png", "samples_per_class.png", "samples.gif"}
@@ -175,7 +232,7 @@ def test_gan_logs_step_grids_animation_and_final_grids(processed, in_tmp, mlflow
     assert not np.allclose(images[0], images[2]), "the class column changes what is drawn"
 
 
-def test_without_mlflow_the_figures_land_in_the_run_folder(processed, in_tmp, mlflow_store):  # noqa: F811
+def test_without_mlflow_the_figures_land_in_the_run_folder(processed, in_tmp, mlflow_store):
     train(make_cfg(processed, in_tmp, "experiment=spirals_mlp", "logger=csv", "trainer.max_epochs=2", *FAST))
     folder = in_tmp / "run" / "figures"
     assert {p.name for p in folder.iterdir()} == {"loss_curves.png", "decision_boundary.png", "confusion_matrix.png"}
@@ -189,32 +246,37 @@ def compose_without_callbacks(processed: Path, tmp_path: Path, *overrides: str) 
     """``make_cfg`` with ``callbacks=none`` (make_cfg sets the progress bar, which callbacks=none has not)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"paths.processed_dir={processed}", f"paths.log_dir={tmp_path}",
-                                          "callbacks=none", *overrides], return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=[f"paths.processed_dir={processed}", f"paths.log_dir={tmp_path}", "callbacks=none", *overrides],
+            return_hydra_config=True,
+        )
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(tmp_path / "run")
     HydraConfig().set_config(cfg)
     return cfg
 
 
-def test_callbacks_none_or_no_figures_draws_nothing(processed, in_tmp):  # noqa: F811
+def test_callbacks_none_or_no_figures_draws_nothing(processed, in_tmp):
     train(compose_without_callbacks(processed, in_tmp, "experiment=spirals_mlp", "logger=csv", "trainer.max_epochs=2"))
     assert (in_tmp / "run").is_dir() and not (in_tmp / "run" / "figures").exists()
-    cfg = make_cfg(processed, in_tmp / "b", "experiment=spirals_mlp", "callbacks=no_figures", "logger=csv",
-                   "trainer.max_epochs=2")
+    cfg = make_cfg(
+        processed, in_tmp / "b", "experiment=spirals_mlp", "callbacks=no_figures", "logger=csv", "trainer.max_epochs=2"
+    )
     assert cfg.callbacks.model_checkpoint is not None  # the other callbacks stay
     train(cfg)
     assert (in_tmp / "b" / "run" / "checkpoints").is_dir() and not (in_tmp / "b" / "run" / "figures").exists()
 
 
-def test_a_figure_that_fails_is_logged_and_the_run_goes_on(processed, in_tmp, monkeypatch, caplog):  # noqa: F811
+def test_a_figure_that_fails_is_logged_and_the_run_goes_on(processed, in_tmp, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("no ink")
 
     monkeypatch.setattr(figures, "decision_boundary", broken)
     with caplog.at_level(logging.WARNING, logger="pipeline.callbacks.figures"):
-        metrics = train(make_cfg(processed, in_tmp, "experiment=spirals_mlp", "logger=csv", "trainer.max_epochs=1",
-                                 *FAST))
+        metrics = train(
+            make_cfg(processed, in_tmp, "experiment=spirals_mlp", "logger=csv", "trainer.max_epochs=1", *FAST)
+        )
     assert "test/acc" in metrics
     assert {p.name for p in (in_tmp / "run" / "figures").iterdir()} == {"loss_curves.png", "confusion_matrix.png"}
     assert "DecisionBoundary.on_train_end failed" in caplog.text and "no ink" in caplog.text

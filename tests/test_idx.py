@@ -7,8 +7,8 @@ import gzip
 import numpy as np
 import pytest
 
-from pipeline.data.errors import DataFormatError
 from pipeline.data.idx import read_idx, read_idx_pair
+from pipeline.errors import DataFormatError
 from tests.conftest import idx_bytes, write_idx
 
 IMAGES = np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5)
@@ -51,7 +51,7 @@ def test_truncated_data(tmp_path):
 def test_corrupt_gzip(tmp_path):
     path = tmp_path / "images.gz"
     path.write_bytes(gzip.compress(idx_bytes(IMAGES))[:-12])
-    with pytest.raises(DataFormatError, match="images.gz: corrupt gzip stream"):
+    with pytest.raises(DataFormatError, match=r"images.gz: corrupt gzip stream"):
         read_idx(path, ndim=3)
 
 

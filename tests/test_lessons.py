@@ -9,10 +9,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from pipeline.data.processed import preprocess_dataset
-from pipeline.stage import build_source
+from pipeline.data.sources import build_source
 from pipeline.train import train
-from tests.conftest import REPO_ROOT
-from tests.test_train import make_cfg
+from tests.conftest import REPO_ROOT, make_cfg
 
 LESSON_DATASETS = ("circles", "xor", "spirals")
 
@@ -25,10 +24,11 @@ def generated(tmp_path_factory) -> Path:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
             cfg = compose("prepare", overrides=[f"data={name}"])
-        source = build_source(cfg)
+        source = build_source(cfg.data.source, name)
         source.fetch(root / "raw" / name)
-        preprocess_dataset(source, name, cfg.data.task, root / "raw" / name, root / "processed" / name,
-                           dict(cfg.data.preprocess))
+        preprocess_dataset(
+            source, name, cfg.data.task, root / "raw" / name, root / "processed" / name, dict(cfg.data.preprocess)
+        )
     return root / "processed"
 
 

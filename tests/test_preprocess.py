@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data.errors import DataConfigError, DataFormatError
 from pipeline.data.processed import load_split, preprocess_dataset, read_meta
 from pipeline.data.sources import CsvTable, GeneratedTable, IdxImages, SklearnTable
 from pipeline.data.synthetic import blobs, line
+from pipeline.errors import DataConfigError, DataFormatError
 from tests.conftest import tiny_digits
 
 TABLE_SPLIT = {"val_size": 0.2, "test_size": 0.2, "seed": 1, "missing": "fail"}
@@ -58,8 +58,9 @@ def test_impute_fills_with_training_means_and_reports_dropped_rows(tmp_path):
     csv.write_text("\n".join(rows) + "\n")
     source = CsvTable(target="y", path=str(csv))
     source.fetch(tmp_path / "raw")
-    meta = preprocess_dataset(source, "own", "classification", tmp_path / "raw", tmp_path / "out",
-                              {**TABLE_SPLIT, "missing": "impute"})
+    meta = preprocess_dataset(
+        source, "own", "classification", tmp_path / "raw", tmp_path / "out", {**TABLE_SPLIT, "missing": "impute"}
+    )
     assert meta["rows_read"] == 101 and meta["rows_dropped"] == 1
     for split in ("train", "val", "test"):
         assert not np.isnan(load_split(tmp_path / "out", split)[0]).any()
@@ -84,15 +85,20 @@ def test_split_sizes_are_validated(tmp_path):
 
 def _tiny_images(tmp_path: Path, **overrides) -> IdxImages:
     files = tiny_digits(tmp_path / "mirror" / "tiny")
-    return IdxImages(folder="tiny", files=files, class_names=[str(i) for i in range(10)],
-                     image_shape=overrides.get("image_shape", (8, 8)))
+    return IdxImages(
+        folder="tiny",
+        files=files,
+        class_names=[str(i) for i in range(10)],
+        image_shape=overrides.get("image_shape", (8, 8)),
+    )
 
 
 def test_images_keep_test_set_and_carve_stratified_validation(tmp_path):
     source = _tiny_images(tmp_path)
     source.fetch(tmp_path / "raw", mirror=str(tmp_path / "mirror"))
-    meta = preprocess_dataset(source, "tiny", "classification", tmp_path / "raw", tmp_path / "out",
-                              {"val_size": 50, "seed": 0})
+    meta = preprocess_dataset(
+        source, "tiny", "classification", tmp_path / "raw", tmp_path / "out", {"val_size": 50, "seed": 0}
+    )
     assert meta["class_counts"]["val"] == [5] * 10 and meta["class_counts"]["train"] == [15] * 10
     x, y = load_split(tmp_path / "out", "train")
     assert x.shape == (150, 1, 8, 8) and x.dtype == np.uint8 and y.dtype == np.int64
@@ -103,7 +109,7 @@ def test_raw_file_altered_after_fetch_is_caught(tmp_path):
     source = _tiny_images(tmp_path)
     source.fetch(tmp_path / "raw", mirror=str(tmp_path / "mirror"))
     (tmp_path / "raw" / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"junk"))
-    with pytest.raises(DataFormatError, match="train-labels-idx1-ubyte.gz: checksum mismatch: expected md5"):
+    with pytest.raises(DataFormatError, match=r"train-labels-idx1-ubyte.gz: checksum mismatch: expected md5"):
         preprocess_dataset(source, "tiny", "classification", tmp_path / "raw", tmp_path / "out", {"val_size": 50})
 
 
@@ -136,18 +142,19 @@ def test_read_meta_explains_a_missing_stage(tmp_path):
 @pytest.mark.slow
 def test_real_mnist_matches_the_official_files(tmp_path, real_mirror):
     """Acceptance: 60,000 + 10,000 images whose pixels and labels equal the official IDX files; val is stratified."""
-    from pipeline.data.idx import read_idx
-
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from pipeline.data.idx import read_idx
     from tests.conftest import REPO_ROOT
+
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         cfg = compose("prepare", overrides=["data=mnist"])
     source = instantiate(cfg.data.source)
     source.fetch(tmp_path / "raw", mirror=str(real_mirror))
-    meta = preprocess_dataset(source, "mnist", "classification", tmp_path / "raw", tmp_path / "out",
-                              dict(cfg.data.preprocess))
+    meta = preprocess_dataset(
+        source, "mnist", "classification", tmp_path / "raw", tmp_path / "out", dict(cfg.data.preprocess)
+    )
     out = tmp_path / "out"
     official_x = read_idx(real_mirror / "mnist" / "train-images-idx3-ubyte.gz", ndim=3)
     official_y = read_idx(real_mirror / "mnist" / "train-labels-idx1-ubyte.gz", ndim=1)
@@ -167,4 +174,5 @@ def test_real_mnist_matches_the_official_files(tmp_path, real_mirror):
     assert meta["normalization"]["mean"][0] == pytest.approx(0.1307, abs=1e-3)
     assert meta["normalization"]["std"][0] == pytest.approx(0.3081, abs=1e-3)
     assert json.loads((out / "meta.json").read_text())["sources"]["train-images-idx3-ubyte.gz"]["sha256"] == (
-        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609")
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
+    )

@@ -14,12 +14,10 @@ import torch
 import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 
-from pipeline.checkpoints import load_module
+from pipeline.models.checkpoints import load_module
 from pipeline.models.metrics import WeightedMean
 from pipeline.train import train
-from tests.test_tracking import only_run
-from tests.test_train import make_cfg, processed  # noqa: F401  (the tiny-datasets fixture)
-from tests.test_training_runs import history
+from tests.conftest import history, make_cfg, only_run
 
 
 def test_weighted_mean_weighs_each_batch_by_its_size():
@@ -31,10 +29,19 @@ def test_weighted_mean_weighs_each_batch_by_its_size():
     assert math.isnan(float(mean.compute()))  # a diverged batch stays visible to the NaN guard
 
 
-def test_an_mse_regression_logs_loss_equal_to_mse_with_partial_batches(processed, tmp_path, mlflow_store):  # noqa: F811
+def test_an_mse_regression_logs_loss_equal_to_mse_with_partial_batches(processed, tmp_path, mlflow_store):
     # line: 120 train, 40 val, 40 test rows; batches of 32 leave 24 and 8 in the last batch of each split
-    cfg = make_cfg(processed, tmp_path, "data=line", "model=mlp_regression", "model.loss=mse", "trainer.max_epochs=3",
-                   "data.datamodule.batch_size=32", "task_name=mse")
+    cfg = make_cfg(
+        processed,
+        tmp_path,
+        "logger=mlflow",
+        "data=line",
+        "model=mlp_regression",
+        "model.loss=mse",
+        "trainer.max_epochs=3",
+        "data.datamodule.batch_size=32",
+        "task_name=mse",
+    )
     metrics = train(cfg)
     assert metrics["test/loss"] == pytest.approx(metrics["test/mse"], rel=1e-5)
 
@@ -52,11 +59,18 @@ def test_an_mse_regression_logs_loss_equal_to_mse_with_partial_batches(processed
 
 
 @pytest.mark.parametrize("data", ["blobs", "mnist"])  # binary (one logit, BCE) and 10 classes (softmax CE)
-def test_a_classifier_test_loss_is_the_cross_entropy_of_its_predictions(processed, tmp_path, mlflow_store,  # noqa: F811
-                                                                        data):
+def test_a_classifier_test_loss_is_the_cross_entropy_of_its_predictions(processed, tmp_path, mlflow_store, data):
     # 40 test rows (tabular or 16x16 images) in batches of 32 and 8
-    cfg = make_cfg(processed, tmp_path, f"data={data}", "model=mlp_classifier", "trainer.max_epochs=3",
-                   "data.datamodule.batch_size=32", "task_name=clf")
+    cfg = make_cfg(
+        processed,
+        tmp_path,
+        "logger=mlflow",
+        f"data={data}",
+        "model=mlp_classifier",
+        "trainer.max_epochs=3",
+        "data.datamodule.batch_size=32",
+        "task_name=clf",
+    )
     train(cfg)
     run = only_run(mlflow_store, "clf")
 
@@ -77,12 +91,22 @@ def test_a_classifier_test_loss_is_the_cross_entropy_of_its_predictions(processe
     assert run.data.metrics["test/loss"] == pytest.approx(expected, rel=1e-5)
 
 
-def test_gan_losses_per_epoch_are_the_weighted_means_of_its_batches(processed, tmp_path, mlflow_store):  # noqa: F811
+def test_gan_losses_per_epoch_are_the_weighted_means_of_its_batches(processed, tmp_path, mlflow_store):
     # tiny digits, every class: 100 training images in batches of 32, 32, 32 and 4
-    cfg = make_cfg(processed, tmp_path, "experiment=mnist_gan", "model.scorer_checkpoint=null",
-                   "callbacks.model_checkpoint=null", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
-                   "data.datamodule.batch_size=32", "data.datamodule.classes=null", "callbacks.gan_progress=null",
-                   "task_name=gan")
+    cfg = make_cfg(
+        processed,
+        tmp_path,
+        "logger=mlflow",
+        "experiment=mnist_gan",
+        "model.scorer_checkpoint=null",
+        "callbacks.model_checkpoint=null",
+        "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=1",
+        "data.datamodule.batch_size=32",
+        "data.datamodule.classes=null",
+        "callbacks.gan_progress=null",
+        "task_name=gan",
+    )
     train(cfg)
     client, run = MlflowClient(mlflow_store), only_run(mlflow_store, "gan")
     rows = history(tmp_path / "run" / "history.csv")
@@ -90,10 +114,11 @@ def test_gan_losses_per_epoch_are_the_weighted_means_of_its_batches(processed, t
     for name in ("d_loss", "g_loss"):
         steps = {m.step: m.value for m in client.get_metric_history(run.info.run_id, f"train/{name}_step")}
         assert sorted(steps) == list(range(8))
-        epochs = [m.value for m in sorted(client.get_metric_history(run.info.run_id, f"train/{name}"),
-                                          key=lambda m: m.step)]
+        epochs = [
+            m.value for m in sorted(client.get_metric_history(run.info.run_id, f"train/{name}"), key=lambda m: m.step)
+        ]
         for epoch in range(2):
             batch_values = [steps[4 * epoch + i] for i in range(4)]
-            expected = sum(n * v for n, v in zip(sizes, batch_values)) / sum(sizes)
+            expected = sum(n * v for n, v in zip(sizes, batch_values, strict=False)) / sum(sizes)
             assert epochs[epoch] == pytest.approx(expected, rel=1e-5)
             assert float(rows[epoch][f"train/{name}"]) == pytest.approx(expected, rel=1e-5)

@@ -14,21 +14,30 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline.checkpoints import newest_last_checkpoint
-from pipeline.models.base import ModelConfigError
+from pipeline.errors import ModelConfigError
+from pipeline.models.checkpoints import newest_last_checkpoint
 from pipeline.tracking.provenance import cpu_model_and_flags
 from pipeline.tracking.run import PARENT_TAG
-from tests.conftest import REPO_ROOT
-from tests.test_train import processed  # noqa: F401  (the tiny-datasets fixture)
-from tests.test_training_runs import history
+from tests.conftest import REPO_ROOT, history
 
-QUICK = ["experiment=spirals_mlp", "callbacks.progress_bar.refresh_rate=0", "logger.mlflow.pytorch_model=false",
-         "callbacks=no_figures"]
+QUICK = [
+    "experiment=spirals_mlp",
+    "callbacks.progress_bar.refresh_rate=0",
+    "logger.mlflow.pytorch_model=false",
+    "callbacks=no_figures",
+]
 
 
-def command(processed: Path, logs: Path, *overrides: str, multirun: bool = False) -> list[str]:  # noqa: F811
-    return [sys.executable, "-m", "pipeline.train", *(["-m"] if multirun else []), f"paths.processed_dir={processed}",
-            f"paths.log_dir={logs}", *overrides]
+def command(processed: Path, logs: Path, *overrides: str, multirun: bool = False) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        *(["-m"] if multirun else []),
+        f"paths.processed_dir={processed}",
+        f"paths.log_dir={logs}",
+        *overrides,
+    ]
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -41,14 +50,21 @@ def runs(store: str, experiment: str = "spirals_mlp") -> list:
 
 
 @pytest.mark.slow
-def test_concurrent_jobs_on_a_new_sqlite_store_all_succeed(processed, tmp_path):  # noqa: F811
+def test_concurrent_jobs_on_a_new_sqlite_store_all_succeed(processed, tmp_path):
     store = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"  # no file yet: these processes create the schema
-    jobs = [subprocess.Popen(command(processed, tmp_path / "logs", *QUICK, "trainer.max_epochs=1", f"seed={seed}",
-                                     "threads=1"),
-                             cwd=REPO_ROOT, env=environment(MLFLOW_TRACKING_URI=store), text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for seed in range(4)]
+    jobs = [
+        subprocess.Popen(
+            command(processed, tmp_path / "logs", *QUICK, "trainer.max_epochs=1", f"seed={seed}", "threads=1"),
+            cwd=REPO_ROOT,
+            env=environment(MLFLOW_TRACKING_URI=store),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for seed in range(4)
+    ]
     outputs = [job.communicate(timeout=600)[0] for job in jobs]
-    for job, output in zip(jobs, outputs):
+    for job, output in zip(jobs, outputs, strict=False):
         assert job.returncode == 0, output[-3000:]
     finished = runs(store)
     assert len(finished) == 4 and {run.info.status for run in finished} == {"FINISHED"}
@@ -63,13 +79,22 @@ def test_concurrent_jobs_on_a_new_sqlite_store_all_succeed(processed, tmp_path):
 
 
 # 0.4 s after every epoch: a training slow enough to stop half-way
-SLOW = ["callbacks.early_stopping=null", "+callbacks.slow._target_=tests.slow_epochs.SlowEpochs",
-        "+callbacks.slow.seconds=0.4"]
+SLOW = [
+    "callbacks.early_stopping=null",
+    "+callbacks.slow._target_=tests.slow_epochs.SlowEpochs",
+    "+callbacks.slow.seconds=0.4",
+]
 
 
-def slow_training(processed: Path, logs: Path, *overrides: str) -> subprocess.Popen:  # noqa: F811
-    return subprocess.Popen(command(processed, logs, *QUICK, *SLOW, *overrides), cwd=REPO_ROOT, env=environment(),
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def slow_training(processed: Path, logs: Path, *overrides: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        command(processed, logs, *QUICK, *SLOW, *overrides),
+        cwd=REPO_ROOT,
+        env=environment(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def kill_after_epochs(job: subprocess.Popen, runs_dir: Path, epochs: int, timeout: float = 300) -> None:
@@ -87,7 +112,7 @@ def kill_after_epochs(job: subprocess.Popen, runs_dir: Path, epochs: int, timeou
 
 
 @pytest.mark.slow
-def test_a_killed_training_resumes_into_the_same_run(processed, tmp_path, mlflow_store):  # noqa: F811
+def test_a_killed_training_resumes_into_the_same_run(processed, tmp_path, mlflow_store):
     logs = tmp_path / "logs"
     overrides = [*QUICK, *SLOW, "trainer.max_epochs=10"]
     job = slow_training(processed, logs, "trainer.max_epochs=10")
@@ -95,8 +120,14 @@ def test_a_killed_training_resumes_into_the_same_run(processed, tmp_path, mlflow
     (killed,) = runs(mlflow_store)
     assert killed.info.status == "RUNNING"  # nothing could end it
 
-    resumed = subprocess.run(command(processed, logs, *overrides, "resume=true"), cwd=REPO_ROOT, env=environment(),
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        command(processed, logs, *overrides, "resume=true"),
+        cwd=REPO_ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     (run,) = runs(mlflow_store)  # the same run, continued: no second one
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
@@ -112,24 +143,36 @@ def test_a_killed_training_resumes_into_the_same_run(processed, tmp_path, mlflow
 
 
 @pytest.mark.slow
-def test_the_reap_command_ends_runs_of_dead_processes(processed, tmp_path, mlflow_store):  # noqa: F811
+def test_the_reap_command_ends_runs_of_dead_processes(processed, tmp_path, mlflow_store):
     logs = tmp_path / "logs"
     job = slow_training(processed, logs, "trainer.max_epochs=30")
     kill_after_epochs(job, logs / "spirals_mlp" / "runs", epochs=1)
     (killed,) = runs(mlflow_store)
     assert killed.info.status == "RUNNING"
-    reap = subprocess.run([sys.executable, "-m", "pipeline.tracking.reap"], cwd=REPO_ROOT, env=environment(),
-                          capture_output=True, text=True, timeout=300)
+    reap = subprocess.run(
+        [sys.executable, "-m", "pipeline.tracking.reap"],
+        cwd=REPO_ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert reap.returncode == 0 and killed.info.run_id in reap.stdout, reap.stdout + reap.stderr
     (run,) = runs(mlflow_store)
     assert run.info.status == "KILLED" and "died" in run.data.tags["pipeline.ended"]
-    again = subprocess.run([sys.executable, "-m", "pipeline.tracking.reap"], cwd=REPO_ROOT, env=environment(),
-                           capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [sys.executable, "-m", "pipeline.tracking.reap"],
+        cwd=REPO_ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.stdout.startswith("0 run(s)")  # a finished (or live) run is never touched
 
 
 @pytest.mark.slow
-def test_a_terminated_training_ends_its_run_killed(processed, tmp_path, mlflow_store):  # noqa: F811
+def test_a_terminated_training_ends_its_run_killed(processed, tmp_path, mlflow_store):
     # SIGTERM is what SLURM and Kubernetes send before they pre-empt a job: Lightning stops at the next batch
     logs = tmp_path / "logs"
     job = slow_training(processed, logs, "trainer.max_epochs=30")
@@ -155,12 +198,18 @@ def test_resume_true_takes_the_newest_last_checkpoint_of_the_task(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failed_sweep_job_and_its_sweep_end_failed(processed, tmp_path, mlflow_store):  # noqa: F811
-    # job 0 trains; job 1 fails in configure_optimizers (torch refuses lr=-1), which ends Hydra's multirun
-    result = subprocess.run(command(processed, tmp_path / "logs", *QUICK, "trainer.max_epochs=1", "optimizer.lr=0.01,-1",
-                                    multirun=True),
-                            cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=600)
-    assert result.returncode != 0 and "Invalid learning rate: -1" in result.stderr, result.stderr[-3000:]
+def test_a_failed_sweep_job_and_its_sweep_end_failed(processed, tmp_path, mlflow_store):
+    # job 0 trains; job 1 diverges (the NaN guard stops it in its first epoch), which ends Hydra's multirun
+    overrides = ("trainer.max_epochs=1", "optimizer=sgd", "optimizer.lr=0.01,1e30")
+    result = subprocess.run(
+        command(processed, tmp_path / "logs", *QUICK, *overrides, multirun=True),
+        cwd=REPO_ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode != 0 and "training loss is" in result.stderr, result.stderr[-3000:]
     all_runs = runs(mlflow_store)
     (parent,) = [run for run in all_runs if run.data.tags.get("pipeline.sweep") == "parent"]
     children = {run.data.tags["sweep.job"]: run for run in all_runs if run.data.tags.get(PARENT_TAG)}

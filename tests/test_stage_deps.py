@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import shlex
-from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
@@ -23,70 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from tests.conftest import REPO_ROOT
-
-SRC = REPO_ROOT / "src"
-PACKAGE = "pipeline"
-
-
-def module_file(name: str) -> Path | None:
-    """The source file of project module ``name`` (a module or a package's ``__init__.py``)."""
-    base = SRC.joinpath(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
-def _type_checking_block(node: ast.AST) -> bool:
-    test = getattr(node, "test", None)
-    return isinstance(node, ast.If) and (
-        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
-        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
-
-
-def _walk_runtime(node: ast.AST) -> Iterable[ast.AST]:
-    """Every node that can run: the whole tree but the bodies of ``if TYPE_CHECKING:``."""
-    for child in ast.iter_child_nodes(node):
-        if _type_checking_block(child):
-            yield from (n for stmt in child.orelse for n in [stmt, *_walk_runtime(stmt)])
-            continue
-        yield child
-        yield from _walk_runtime(child)
-
-
-@cache
-def direct_imports(name: str) -> frozenset[str]:
-    """Project modules that module ``name`` imports anywhere in its code (functions included)."""
-    path = module_file(name)
-    tree = ast.parse(path.read_text(), str(path))
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in _walk_runtime(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                base = f"{parent}.{base}".rstrip(".")
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-    return frozenset(m for m in found if m.split(".")[0] == PACKAGE and module_file(m) is not None)
-
-
-def closure(roots: Iterable[str]) -> set[str]:
-    """The modules importing ``roots`` runs: their imports, transitively, and every enclosing package."""
-    seen: set[str] = set()
-    todo = list(roots)
-    while todo:
-        name = todo.pop()
-        parts = name.split(".")
-        for i in range(1, len(parts) + 1):  # importing a.b.c imports a and a.b first
-            module = ".".join(parts[:i])
-            if module not in seen and module_file(module) is not None:
-                seen.add(module)
-                todo.extend(direct_imports(module))
-    return seen
+from tests.import_graph import PACKAGE, _walk_runtime, closure, direct_imports, module_file
 
 
 def targets(config: object) -> set[str]:
@@ -122,7 +58,8 @@ def trivial(path: Path) -> bool:
     body = ast.parse(path.read_text()).body
     return path.name == "__init__.py" and all(
         isinstance(getattr(stmt, "value", None), ast.Constant) and isinstance(stmt, (ast.Expr, ast.Assign))
-        for stmt in body)
+        for stmt in body
+    )
 
 
 @cache
@@ -156,8 +93,11 @@ def stages() -> dict[str, tuple[str, list[str]]]:
     from dvc.repo import Repo
 
     with Repo(str(REPO_ROOT)) as repo:
-        return {stage.addressing: (stage.cmd, [dep.def_path for dep in stage.deps])
-                for stage in repo.index.stages if getattr(stage, "cmd", None)}
+        return {
+            stage.addressing: (stage.cmd, [dep.def_path for dep in stage.deps])
+            for stage in repo.index.stages
+            if getattr(stage, "cmd", None)
+        }
 
 
 def source_files(dep: str) -> list[str]:
@@ -187,17 +127,20 @@ def test_no_stage_group_lists_code_none_of_its_stages_runs(stages):
         group = address.partition("@")[0]
         needed.setdefault(group, set()).update(required_files(address, cmd))
         listed.setdefault(group, set()).update(dep for dep in deps if dep.startswith("src/"))
-    extra = {group: sorted(path for dep in deps for path in source_files(dep) if path not in needed[group])
-             for group, deps in listed.items()}
+    extra = {
+        group: sorted(path for dep in deps for path in source_files(dep) if path not in needed[group])
+        for group, deps in listed.items()
+    }
     extra = {group: deps for group, deps in extra.items() if deps}
     assert not extra, f"dvc.yaml lists code no stage of the group runs (an edit would re-run it for nothing): {extra}"
 
 
 def test_the_analysis_sees_imports_inside_functions_and_skips_type_checking():
-    # stage.build_source imports pipeline.data.sources inside the function
-    assert "pipeline.data.sources" in direct_imports("pipeline.stage")
+    # process_images imports the splitting module inside the function (training never needs it)
+    assert "pipeline.data.splits" in direct_imports("pipeline.data.processed")
     assert "pipeline.data.processed" in closure(["pipeline.data.datamodule"])
-    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pipeline.x\n"
-                     "def f():\n    import pipeline.y\n")
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pipeline.x\ndef f():\n    import pipeline.y\n"
+    )
     imported = {alias.name for node in _walk_runtime(tree) if isinstance(node, ast.Import) for alias in node.names}
     assert imported == {"pipeline.y"}

@@ -17,23 +17,39 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
 from pipeline.tracking.run import PARENT_TAG
 from pipeline.tracking.sweep import seed_groups, shared_overrides
 from tests.conftest import REPO_ROOT
-from tests.test_train import processed  # noqa: F401  (the tiny-datasets fixture)
 
 pytestmark = pytest.mark.slow
 
-FAST = ["experiment=spirals_mlp", "trainer.max_epochs=2", "callbacks.progress_bar.refresh_rate=0"]
+# What the sweep tests read is the runs' params, metrics and tags: no model upload, no figures.
+FAST = [
+    "experiment=spirals_mlp",
+    "trainer.max_epochs=2",
+    "callbacks.progress_bar.refresh_rate=0",
+    "callbacks=no_figures",
+    "logger.mlflow.pytorch_model=false",
+]
 
 
-def sweep(processed: Path, tmp_path: Path, *overrides: str, multirun: bool = True) -> str:  # noqa: F811
-    command = [sys.executable, "-m", "pipeline.train", *(["-m"] if multirun else []),
-               f"paths.processed_dir={processed}", f"paths.log_dir={tmp_path / 'logs'}", *overrides]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+def sweep(processed: Path, tmp_path: Path, *overrides: str, multirun: bool = True) -> str:
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        *(["-m"] if multirun else []),
+        f"paths.processed_dir={processed}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        *overrides,
+    ]
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr
 
@@ -54,13 +70,16 @@ def artifact_table(store: str, run_id: str, path: str, tmp_path: Path) -> list[d
     return list(csv.DictReader(io.StringIO(Path(local).read_text())))
 
 
-def test_a_2x2_grid_is_one_parent_with_four_children_and_a_summary(processed, tmp_path, mlflow_store):  # noqa: F811
+def test_a_2x2_grid_is_one_parent_with_four_children_and_a_summary(processed, tmp_path, mlflow_store):
     sweep(processed, tmp_path, *FAST, "optimizer=adam,sgd", "optimizer.lr=0.01,0.05")
     parent, children = runs_of(mlflow_store)
     assert len(children) == 4 and parent.info.status == "FINISHED"
     assert [run.info.run_name for run in children] == [
-        "#0 optimizer=adam optimizer.lr=0.01", "#1 optimizer=adam optimizer.lr=0.05",
-        "#2 optimizer=sgd optimizer.lr=0.01", "#3 optimizer=sgd optimizer.lr=0.05"]
+        "#0 optimizer=adam optimizer.lr=0.01",
+        "#1 optimizer=adam optimizer.lr=0.05",
+        "#2 optimizer=sgd optimizer.lr=0.01",
+        "#3 optimizer=sgd optimizer.lr=0.05",
+    ]
     assert {run.data.params["optimizer/_target_"] for run in children} == {"torch.optim.Adam", "torch.optim.SGD"}
     assert all("test/acc" in run.data.metrics for run in children)
 
@@ -76,14 +95,18 @@ def test_a_2x2_grid_is_one_parent_with_four_children_and_a_summary(processed, tm
     table = artifact_table(mlflow_store, parent.info.run_id, "children.csv", tmp_path)
     assert [row["run_id"] for row in table] == [run.info.run_id for run in children]
     assert {(row["optimizer"], row["optimizer.lr"]) for row in table} == {
-        ("adam", "0.01"), ("adam", "0.05"), ("sgd", "0.01"), ("sgd", "0.05")}
+        ("adam", "0.01"),
+        ("adam", "0.05"),
+        ("sgd", "0.01"),
+        ("sgd", "0.05"),
+    }
     assert float(table[1]["val/acc"]) == pytest.approx(children[1].data.metrics["val/acc"])
     # the four jobs wrote four folders of one sweep folder
     (sweep_dir,) = (tmp_path / "logs" / "spirals_mlp" / "multiruns").iterdir()
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
 
 
-def test_seeds_of_one_config_are_aggregated_on_the_parent(processed, tmp_path, mlflow_store):  # noqa: F811
+def test_seeds_of_one_config_are_aggregated_on_the_parent(processed, tmp_path, mlflow_store):
     sweep(processed, tmp_path, *FAST, "seed=1,2,3")
     parent, children = runs_of(mlflow_store)
     accuracies = [run.data.metrics["test/acc"] for run in children]
@@ -95,9 +118,18 @@ def test_seeds_of_one_config_are_aggregated_on_the_parent(processed, tmp_path, m
     assert row["seeds"] == "3" and float(row["mean"]) == pytest.approx(statistics.fmean(accuracies))
 
 
-def test_optuna_search_returns_the_metric_and_the_parent_reports_its_best(processed, tmp_path, mlflow_store):  # noqa: F811
-    sweep(processed, tmp_path, "hparams_search=spirals_optuna", "hydra.sweeper.n_trials=3",
-          "trainer.max_epochs=2", "callbacks.progress_bar.refresh_rate=0", multirun=False)
+def test_optuna_search_returns_the_metric_and_the_parent_reports_its_best(processed, tmp_path, mlflow_store):
+    sweep(
+        processed,
+        tmp_path,
+        "hparams_search=spirals_optuna",
+        "hydra.sweeper.n_trials=3",
+        "trainer.max_epochs=2",
+        "callbacks.progress_bar.refresh_rate=0",
+        "callbacks=no_figures",
+        "logger.mlflow.pytorch_model=false",
+        multirun=False,
+    )
     parent, children = runs_of(mlflow_store)
     assert len(children) == 3
     assert len({run.data.params["optimizer/lr"] for run in children}) == 3, "each trial samples its own lr"
@@ -111,35 +143,53 @@ def test_optuna_search_returns_the_metric_and_the_parent_reports_its_best(proces
 
 
 @pytest.mark.parametrize("launcher", ["parallel", "submitit_local"])
-def test_sweep_jobs_in_their_own_processes_are_still_children(processed, tmp_path, mlflow_store, launcher):  # noqa: F811
+def test_sweep_jobs_in_their_own_processes_are_still_children(processed, tmp_path, mlflow_store, launcher):
     sweep(processed, tmp_path, *FAST, "seed=1,2", f"launcher={launcher}")
     parent, children = runs_of(mlflow_store)
     assert len(children) == 2 and parent.data.tags["sweep.launcher"].endswith(
-        "JoblibLauncher" if launcher == "parallel" else "LocalLauncher")
+        "JoblibLauncher" if launcher == "parallel" else "LocalLauncher"
+    )
     assert {run.data.params["threads"] for run in children} == {"1"}
     assert "test/acc/mean" in parent.data.metrics
 
 
-def test_runs_started_at_the_same_moment_get_their_own_folders(processed, tmp_path):  # noqa: F811
-    command = [sys.executable, "-m", "pipeline.train", f"paths.processed_dir={processed}",
-               f"paths.log_dir={tmp_path / 'logs'}", "logger=csv", "debug=fast_dev_run", "test=false"]
-    procs = [subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
+def test_runs_started_at_the_same_moment_get_their_own_folders(processed, tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        f"paths.processed_dir={processed}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "logger=csv",
+        "debug=fast_dev_run",
+        "test=false",
+    ]
+    procs = [
+        subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
     for proc in procs:
         assert proc.wait(timeout=300) == 0, proc.stderr.read()
     assert len(list((tmp_path / "logs" / "train" / "runs").iterdir())) == 3
 
 
-def test_search_configs_optimise_in_the_direction_of_their_metric():
-    for path in sorted((REPO_ROOT / "conf" / "hparams_search").glob("*.yaml")):
-        config = yaml.safe_load(path.read_text())
-        assert config["hydra"]["sweeper"]["direction"] == {"max": "maximize", "min": "minimize"}[
-            config["optimized_mode"]], path.name
+@pytest.mark.parametrize("search", sorted(p.stem for p in (REPO_ROOT / "conf" / "hparams_search").glob("*.yaml")))
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_search_configs_optimise_in_the_direction_of_their_metric(search, mode):
+    """The Optuna direction follows optimized_mode (said once, in the experiment), whichever it is."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train", overrides=[f"hparams_search={search}", f"optimized_mode={mode}"], return_hydra_config=True
+        )
+    assert cfg.hydra.sweeper.direction == {"max": "maximize", "min": "minimize"}[mode]
 
 
 def test_shared_overrides_and_seed_groups():
     assert shared_overrides(["experiment=a", "optimizer=adam,sgd", "seed=range(3)", "x=[1,2]"]) == [
-        "experiment=a", "x=[1,2]"]
+        "experiment=a",
+        "x=[1,2]",
+    ]
     jobs = [{"overrides": {"lr": lr, "seed": seed}} for lr in ("0.1", "0.2") for seed in ("1", "2")]
     groups = seed_groups(jobs, ["lr", "seed"])
     assert sorted(groups) == [(("lr", "0.1"),), (("lr", "0.2"),)] and all(len(g) == 2 for g in groups.values())

@@ -9,8 +9,15 @@ from sklearn.neural_network import MLPClassifier
 
 from pipeline.data import synthetic
 
-GENERATORS = [synthetic.line, synthetic.linear, synthetic.polynomial, synthetic.blobs,
-              synthetic.circles, synthetic.xor, synthetic.spirals]
+GENERATORS = [
+    synthetic.line,
+    synthetic.linear,
+    synthetic.polynomial,
+    synthetic.blobs,
+    synthetic.circles,
+    synthetic.xor,
+    synthetic.spirals,
+]
 
 
 @pytest.mark.parametrize("generator", GENERATORS, ids=lambda g: g.__name__)

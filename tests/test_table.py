@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data.errors import DataConfigError, DataFormatError
 from pipeline.data.table import apply_missing_policy, encode_target, impute_with_means, read_table
+from pipeline.errors import DataConfigError, DataFormatError
 
 
 def _csv(tmp_path: Path, text: str) -> Path:
@@ -41,7 +41,10 @@ def test_ragged_rows_name_the_lines(tmp_path):
 
 
 def test_missing_target_column(tmp_path):
-    with pytest.raises(DataFormatError, match=r"target column 'label' declared in the config is not in the header; columns are: a, b, y"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"target column 'label' declared in the config is not in the header; columns are: a, b, y",
+    ):
         read_table(_csv(tmp_path, "a,b,y\n1,2,3\n"), target="label")
 
 

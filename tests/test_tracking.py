@@ -5,33 +5,33 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-import mlflow
-import numpy as np
-import torch
-from mlflow.entities import Run
-
-from pipeline.checkpoints import load_module
-from pipeline.tracking.provenance import git_state, source_tags as run_tags
+from pipeline.models.checkpoints import load_module
+from pipeline.tracking.provenance import git_state
+from pipeline.tracking.provenance import source_tags as run_tags
 from pipeline.tracking.run import default_artifact_location
 from pipeline.train import train
-from tests.test_train import make_cfg, processed  # noqa: F401  (the tiny-datasets fixture)
+from tests.conftest import make_cfg, only_run
 
 
-def only_run(store: str, experiment: str) -> Run:
-    client = MlflowClient(store)
-    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-    return run
-
-
-def test_a_run_records_tags_params_metrics_and_config(processed, tmp_path, mlflow_store, monkeypatch):  # noqa: F811
+def test_a_run_records_tags_params_metrics_and_config(processed, tmp_path, mlflow_store, monkeypatch):
     store = mlflow_store  # MLFLOW_TRACKING_URI, which the default logger (mlflow) reads
     monkeypatch.setenv("DVC_STAGE", "train@spirals_mlp")
-    cfg = make_cfg(processed, tmp_path, "experiment=spirals_mlp", "trainer.max_epochs=2", "optimizer.lr=0.02",
-                   "trainer.log_every_n_steps=1")
+    cfg = make_cfg(
+        processed,
+        tmp_path,
+        "logger=mlflow",
+        "experiment=spirals_mlp",
+        "trainer.max_epochs=2",
+        "optimizer.lr=0.02",
+        "trainer.log_every_n_steps=1",
+    )
     metrics = train(cfg)
 
     client = MlflowClient(store)
@@ -57,8 +57,8 @@ def test_a_run_records_tags_params_metrics_and_config(processed, tmp_path, mlflo
     assert "Trainable params" in summary and "net" in summary
 
 
-def test_the_logged_model_takes_raw_features_and_returns_probabilities(processed, tmp_path, mlflow_store):  # noqa: F811
-    train(make_cfg(processed, tmp_path, "experiment=spirals_mlp", "trainer.max_epochs=2"))
+def test_the_logged_model_takes_raw_features_and_returns_probabilities(processed, tmp_path, mlflow_store):
+    train(make_cfg(processed, tmp_path, "logger=mlflow", "experiment=spirals_mlp", "trainer.max_epochs=2"))
     run = only_run(mlflow_store, "spirals_mlp")
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     assert model.metadata.get_input_schema().inputs[0].shape == (-1, 2)
@@ -73,8 +73,18 @@ def test_the_logged_model_takes_raw_features_and_returns_probabilities(processed
     np.testing.assert_allclose(probability, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_an_image_classifier_takes_pixel_values(processed, tmp_path, mlflow_store):  # noqa: F811
-    train(make_cfg(processed, tmp_path, "data=mnist", "model=tiny_cnn", "trainer.max_epochs=1", "task_name=digits"))
+def test_an_image_classifier_takes_pixel_values(processed, tmp_path, mlflow_store):
+    train(
+        make_cfg(
+            processed,
+            tmp_path,
+            "logger=mlflow",
+            "data=mnist",
+            "model=tiny_cnn",
+            "trainer.max_epochs=1",
+            "task_name=digits",
+        )
+    )
     model = mlflow.pytorch.load_model(f"runs:/{only_run(mlflow_store, 'digits').info.run_id}/model")
     pixels = torch.from_numpy(np.load(processed / "mnist" / "test_x.npy")[:4]).float()  # uint8 values 0-255
     probabilities = model(pixels)
@@ -87,19 +97,19 @@ def test_artifacts_of_a_local_store_land_beside_its_database(tmp_path):
     assert default_artifact_location("http://127.0.0.1:5000", "exp") is None
 
 
-def test_the_store_follows_mlflow_tracking_uri(processed, tmp_path, monkeypatch):  # noqa: F811
+def test_the_store_follows_mlflow_tracking_uri(processed, tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    cfg = make_cfg(processed, tmp_path)
+    cfg = make_cfg(processed, tmp_path, "logger=mlflow")
     assert cfg.logger.mlflow.tracking_uri == uri
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     monkeypatch.delenv("DVC_ROOT", raising=False)
-    assert make_cfg(processed, tmp_path).logger.mlflow.tracking_uri == "sqlite:///./mlflow.db"
+    assert make_cfg(processed, tmp_path, "logger=mlflow").logger.mlflow.tracking_uri == "sqlite:///./mlflow.db"
     monkeypatch.setenv("DVC_ROOT", "/project")  # under DVC (also in `dvc exp run --temp` copies): the project's
-    assert make_cfg(processed, tmp_path).logger.mlflow.tracking_uri == "sqlite:////project/mlflow.db"
+    assert make_cfg(processed, tmp_path, "logger=mlflow").logger.mlflow.tracking_uri == "sqlite:////project/mlflow.db"
 
 
-def test_tags_outside_git_and_dvc(processed, tmp_path, monkeypatch):  # noqa: F811
+def test_tags_outside_git_and_dvc(processed, tmp_path, monkeypatch):
     monkeypatch.delenv("DVC_STAGE", raising=False)
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     assert git_state(tmp_path) == {"git.commit": "unknown", "git.dirty": "unknown"}
@@ -124,17 +134,29 @@ def test_git_state_sees_a_dirty_tree(tmp_path):
 
 
 @pytest.mark.parametrize("model_format", ["pt2", "pickle"])
-def test_the_model_format_decides_what_loads_back(processed, tmp_path, mlflow_store, model_format):  # noqa: F811
+def test_the_model_format_decides_what_loads_back(processed, tmp_path, mlflow_store, model_format):
     from pipeline.tracking.model import Predictor
 
-    train(make_cfg(processed, tmp_path, "experiment=spirals_mlp", "trainer.max_epochs=1",
-                   f"logger.mlflow.model_format={model_format}"))
+    train(
+        make_cfg(
+            processed,
+            tmp_path,
+            "logger=mlflow",
+            "experiment=spirals_mlp",
+            "trainer.max_epochs=1",
+            f"logger.mlflow.model_format={model_format}",
+        )
+    )
     uri = f"runs:/{only_run(mlflow_store, 'spirals_mlp').info.run_id}/model"
     model = mlflow.pytorch.load_model(uri)
     assert isinstance(model, Predictor) == (model_format == "pickle")  # pickle: the module itself, trainable
     x = np.load(processed / "spirals" / "test_x.npy")[:4].astype(np.float32)
-    np.testing.assert_allclose(model(torch.from_numpy(x)).detach().numpy()[:, 0],
-                               mlflow.pyfunc.load_model(uri).predict(x)[:, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model(torch.from_numpy(x)).detach().numpy()[:, 0],
+        mlflow.pyfunc.load_model(uri).predict(x)[:, 0],
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_an_unknown_model_format_is_refused_by_name(tmp_path):
@@ -152,8 +174,13 @@ def test_only_the_run_owner_and_the_sweep_callback_import_mlflow():
     importers = set()
     for path in (REPO_ROOT / "src" / "pipeline").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(name == "mlflow" or name.startswith("mlflow.") for name in names):
                 importers.add(path.relative_to(REPO_ROOT / "src").as_posix())
     assert importers == {"pipeline/tracking/run.py", "pipeline/tracking/sweep.py"}

@@ -14,15 +14,11 @@ installs them with apt when it can.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
-import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -35,19 +31,10 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.tracking.provenance import git_state
 from pipeline.train import train
-from tests.test_train import make_cfg, processed  # noqa: F401  (the tiny-datasets fixture)
+from tests.conftest import make_cfg
+from tests.servers import free_port, tail
 
 SERVER_START_TIMEOUT = 120  # seconds; a cold start (imports, schema migration) takes 5-10 s on 2 cores
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def tail(path: Path, chars: int = 4000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no output)"
 
 
 @contextlib.contextmanager
@@ -57,22 +44,39 @@ def mlflow_server(backend_store_uri: str, artifacts: Path, logs: Path) -> Iterat
     url = f"http://127.0.0.1:{port}"
     logs.mkdir(parents=True, exist_ok=True)
     stdout, stderr = logs / "mlflow-server.out", logs / "mlflow-server.err"
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
-               "--artifacts-destination", str(artifacts), "--serve-artifacts",
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--artifacts-destination",
+        str(artifacts),
+        "--serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     # No background job runner: it forks seven huey consumers the tests don't need.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         # Its own process group: the server runs uvicorn as a child, and teardown stops them all.
-        process = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
-                                   cwd=logs, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=logs, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while True:
             if process.poll() is not None:
-                pytest.fail(f"mlflow server exited with code {process.returncode} before answering "
-                            f"{url}/health; its stderr:\n{tail(stderr)}")
+                pytest.fail(
+                    f"mlflow server exited with code {process.returncode} before answering "
+                    f"{url}/health; its stderr:\n{tail(stderr)}"
+                )
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
                     if response.status == 200:
@@ -80,8 +84,10 @@ def mlflow_server(backend_store_uri: str, artifacts: Path, logs: Path) -> Iterat
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not answer {url}/health within {SERVER_START_TIMEOUT} s; "
-                            f"its stderr:\n{tail(stderr)}")
+                pytest.fail(
+                    f"mlflow server did not answer {url}/health within {SERVER_START_TIMEOUT} s; "
+                    f"its stderr:\n{tail(stderr)}"
+                )
             time.sleep(0.25)
         yield url
     finally:
@@ -95,15 +101,23 @@ def mlflow_server(backend_store_uri: str, artifacts: Path, logs: Path) -> Iterat
             process.wait(timeout=10)
 
 
-def check_a_run_on_the_server(url: str, artifacts: Path, processed: Path, tmp_path: Path,  # noqa: F811
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def check_a_run_on_the_server(
+    url: str, artifacts: Path, processed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Train with the server as tracking URI; everything a run records is on the server and loads back."""
     client_dir = tmp_path / "client"
     client_dir.mkdir()
     monkeypatch.chdir(client_dir)  # anything written relative to the working dir would show up here
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)  # what conf/logger/mlflow.yaml reads, as a user would set it
-    cfg = make_cfg(processed, tmp_path, "experiment=spirals_mlp", "logger=mlflow", f"logger.mlflow.tracking_uri={url}",
-                   "trainer.max_epochs=2", "optimizer.lr=0.02")
+    cfg = make_cfg(
+        processed,
+        tmp_path,
+        "experiment=spirals_mlp",
+        "logger=mlflow",
+        f"logger.mlflow.tracking_uri={url}",
+        "trainer.max_epochs=2",
+        "optimizer.lr=0.02",
+    )
     metrics = train(cfg)
 
     client = MlflowClient(url)
@@ -151,7 +165,7 @@ def check_a_run_on_the_server(url: str, artifacts: Path, processed: Path, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_run_lands_on_a_tracking_server(processed, tmp_path, migrated_mlflow_db, monkeypatch):  # noqa: F811
+def test_a_run_lands_on_a_tracking_server(processed, tmp_path, migrated_mlflow_db, monkeypatch):
     database = tmp_path / "server" / "server.db"
     database.parent.mkdir()
     shutil.copyfile(migrated_mlflow_db, database)  # schema already migrated: saves the server 2-3 s
@@ -163,72 +177,8 @@ def test_a_run_lands_on_a_tracking_server(processed, tmp_path, migrated_mlflow_d
 # --- PostgreSQL backend ----------------------------------------------------------------------------
 
 
-def postgres_bindir() -> Path | None:
-    """The folder with initdb, pg_ctl and postgres: pg_config's, Debian's /usr/lib/postgresql/<v>/bin, or PATH."""
-    candidates = []
-    if shutil.which("pg_config"):
-        with contextlib.suppress(OSError, subprocess.CalledProcessError):
-            result = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
-            candidates.append(Path(result.stdout.strip()))
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"),
-                      key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0)
-    candidates += [Path(p) for p in reversed(versions)]
-    if shutil.which("initdb"):
-        candidates.append(Path(shutil.which("initdb")).resolve().parent)
-    for folder in candidates:
-        if all((folder / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
-            return folder
-    return None
-
-
-def unprivileged_user() -> pwd.struct_passwd | None:
-    """PostgreSQL refuses to run as root: the account to run it as then ('postgres', else 'nobody')."""
-    if os.geteuid() != 0:
-        return None
-    for name in ("postgres", "nobody"):
-        with contextlib.suppress(KeyError):
-            return pwd.getpwnam(name)
-    pytest.fail("running as root, and neither a 'postgres' nor a 'nobody' account exists to run PostgreSQL as")
-
-
-@pytest.fixture
-def postgres_uri() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on 127.0.0.1 with an empty database; yields its SQLAlchemy URI."""
-    bindir = postgres_bindir()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl, postgres) found via pg_config, "
-                    "/usr/lib/postgresql/*/bin or PATH; on Debian: apt-get install postgresql")
-    user = unprivileged_user()
-    # Not under pytest's tmp_path: as root that sits in a 0700 folder the postgres account can't enter.
-    root = Path(tempfile.mkdtemp(prefix="mlflow-postgres-"))
-    as_user = {}
-    if user is not None:
-        os.chown(root, user.pw_uid, user.pw_gid)
-        as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-
-    def run(*command: str) -> None:
-        result = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=120, **as_user)
-        if result.returncode != 0:
-            pytest.fail(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n"
-                        f"server log:\n{tail(root / 'postgres.log')}")
-
-    data, sockets, port = root / "data", root / "sockets", free_port()
-    run(str(bindir / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8", "--no-sync")
-    run("mkdir", str(sockets))
-    options = f"-h 127.0.0.1 -p {port} -k {sockets} -F"  # loopback only, its own socket folder, no fsync
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "postgres.log"), "-o", options, "-w", "-t", "60",
-        "start")
-    try:
-        run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow")
-        yield f"postgresql+psycopg://mlflow@127.0.0.1:{port}/mlflow"  # psycopg 3, the dev extra's driver
-    finally:
-        subprocess.run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, cwd=root, timeout=60, **as_user)
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.mark.slow
-def test_a_run_lands_on_a_tracking_server_with_postgresql(processed, tmp_path, postgres_uri, monkeypatch):  # noqa: F811
+def test_a_run_lands_on_a_tracking_server_with_postgresql(processed, tmp_path, postgres_uri, monkeypatch):
     artifacts = tmp_path / "server" / "artifacts"
     with mlflow_server(postgres_uri, artifacts, tmp_path / "server") as url:
         check_a_run_on_the_server(url, artifacts, processed, tmp_path, monkeypatch)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -14,13 +13,7 @@ from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 
 from pipeline.train import build_model, train
-from tests.conftest import REPO_ROOT
-from tests.test_train import make_cfg, processed  # noqa: F401 - the fixture is shared
-
-
-def history(path: Path) -> list[dict[str, str]]:
-    with open(path) as fh:
-        return list(csv.DictReader(fh))
+from tests.conftest import REPO_ROOT, history, make_cfg
 
 
 def initial_val_loss(cfg) -> float:
@@ -29,18 +22,31 @@ def initial_val_loss(cfg) -> float:
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data.datamodule)
-    model = build_model(cfg, datamodule)
+    model = build_model(cfg, datamodule.spec)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     return trainer.validate(model, datamodule=datamodule, verbose=False)[0]["val/loss"]
 
 
-@pytest.mark.parametrize(("data", "model", "epochs"), [
-    ("line", "linear_regression", 10), ("line", "polynomial_regression", 10), ("blobs", "logistic_regression", 10),
-    ("mnist", "tiny_cnn", 5), ("mnist", "lenet", 5),
-])
+@pytest.mark.parametrize(
+    ("data", "model", "epochs"),
+    [
+        ("line", "linear_regression", 10),
+        ("line", "polynomial_regression", 10),
+        ("blobs", "logistic_regression", 10),
+        ("mnist", "tiny_cnn", 5),
+        ("mnist", "lenet", 5),
+    ],
+)
 def test_a_short_run_improves_on_the_initial_model(processed, tmp_path, data, model, epochs):
-    cfg = make_cfg(processed, tmp_path, f"data={data}", f"model={model}", f"trainer.max_epochs={epochs}",
-                   "optimizer.lr=0.01", "data.datamodule.batch_size=16")
+    cfg = make_cfg(
+        processed,
+        tmp_path,
+        f"data={data}",
+        f"model={model}",
+        f"trainer.max_epochs={epochs}",
+        "optimizer.lr=0.01",
+        "data.datamodule.batch_size=16",
+    )
     before = initial_val_loss(cfg)
     metrics = train(cfg)
     assert metrics["val/loss"] < 0.9 * before
@@ -59,16 +65,30 @@ def test_cpu_runs_repeat_bit_for_bit(processed, tmp_path):
 
 def test_resuming_from_last_ckpt_continues_where_the_run_stopped(processed, tmp_path):
     """An interrupted run resumed from last.ckpt ends with the uninterrupted run's exact weights."""
-    straight = make_cfg(processed, tmp_path / "straight", "data=mnist", "model=lenet", "trainer.max_epochs=4",
-                        "data.datamodule.batch_size=32")
+    straight = make_cfg(
+        processed,
+        tmp_path / "straight",
+        "data=mnist",
+        "model=lenet",
+        "trainer.max_epochs=4",
+        "data.datamodule.batch_size=32",
+    )
     train(straight)
-    cfg = make_cfg(processed, tmp_path, "data=mnist", "model=lenet", "trainer.max_epochs=2",
-                   "data.datamodule.batch_size=32")
+    cfg = make_cfg(
+        processed, tmp_path, "data=mnist", "model=lenet", "trainer.max_epochs=2", "data.datamodule.batch_size=32"
+    )
     train(cfg)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 1
-    resumed = make_cfg(processed, tmp_path, "data=mnist", "model=lenet", "trainer.max_epochs=4",
-                       "data.datamodule.batch_size=32", f"ckpt_path={last}")
+    resumed = make_cfg(
+        processed,
+        tmp_path,
+        "data=mnist",
+        "model=lenet",
+        "trainer.max_epochs=4",
+        "data.datamodule.batch_size=32",
+        f"ckpt_path={last}",
+    )
     train(resumed)
     checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["epoch"] == 3
@@ -80,17 +100,37 @@ def test_resuming_from_last_ckpt_continues_where_the_run_stopped(processed, tmp_
 
 def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run([sys.executable, "-m", "pipeline.train", *overrides, f"paths.log_dir={tmp_path}",
-                           "callbacks.progress_bar.refresh_rate=0"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.train",
+            *overrides,
+            f"paths.log_dir={tmp_path}",
+            "callbacks.progress_bar.refresh_rate=0",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
 def test_ddp_sim_trains_on_two_cpu_processes_into_one_tracked_run(processed, tmp_path, mlflow_store):
     store = mlflow_store
-    result = run_train(tmp_path, f"paths.processed_dir={processed}", "data=spirals", "trainer=ddp_sim",
-                       "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}", "logger=mlflow",
-                       f"logger.mlflow.tracking_uri={store}", "task_name=ddp")
+    result = run_train(
+        tmp_path,
+        f"paths.processed_dir={processed}",
+        "data=spirals",
+        "trainer=ddp_sim",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "logger=mlflow",
+        f"logger.mlflow.tracking_uri={store}",
+        "task_name=ddp",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert "distributed_backend=gloo" in log and "All distributed processes registered" in log
@@ -103,8 +143,16 @@ def test_ddp_sim_trains_on_two_cpu_processes_into_one_tracked_run(processed, tmp
 
 
 def test_multirun_sweeps_each_combination(processed, tmp_path):
-    result = run_train(tmp_path, "-m", f"paths.processed_dir={processed}", "data=spirals", "debug=fast_dev_run",
-                       "optimizer=adam,sgd", "optimizer.lr=0.01,0.1", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    result = run_train(
+        tmp_path,
+        "-m",
+        f"paths.processed_dir={processed}",
+        "data=spirals",
+        "debug=fast_dev_run",
+        "optimizer=adam,sgd",
+        "optimizer.lr=0.01,0.1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
     assert jobs == ["0", "1", "2", "3"]
@@ -121,8 +169,9 @@ def test_an_unknown_config_option_fails_at_composition(processed, tmp_path):
 
 
 def test_a_user_error_exits_1_without_a_traceback(processed, tmp_path):
-    result = run_train(tmp_path, f"paths.processed_dir={processed}", "data=line", "model=lenet",
-                       f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_train(
+        tmp_path, f"paths.processed_dir={processed}", "data=line", "model=lenet", f"hydra.run.dir={tmp_path / 'run'}"
+    )
     assert result.returncode == 1
     output = result.stdout + result.stderr  # Hydra's job logging writes to stdout
     assert "ClassificationModule is for classification but data=line is a regression" in output
@@ -132,8 +181,15 @@ def test_a_user_error_exits_1_without_a_traceback(processed, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", ["32", "bf16-mixed", "16-mixed"])
 def test_gpu_training(processed, tmp_path, precision):
-    cfg = make_cfg(processed, tmp_path, "data=mnist", "model=lenet", "trainer=gpu", f"trainer.precision={precision}",
-                   "debug=fast_dev_run")
+    cfg = make_cfg(
+        processed,
+        tmp_path,
+        "data=mnist",
+        "model=lenet",
+        "trainer=gpu",
+        f"trainer.precision={precision}",
+        "debug=fast_dev_run",
+    )
     metrics = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["test/loss"]))
 

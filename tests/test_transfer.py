@@ -12,11 +12,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from pipeline.checkpoints import load_module
-from pipeline.models.base import ModelConfigError
-from pipeline.models.transfer import TransferFeatures
+from pipeline.callbacks.transfer import TransferFeatures
+from pipeline.errors import ModelConfigError
+from pipeline.models.checkpoints import load_module
 from pipeline.train import train
-from tests.test_train import make_cfg, processed  # noqa: F401 (processed is a fixture)
+from tests.conftest import make_cfg
 
 SPY = "+callbacks.spy._target_=tests.test_transfer.Spy"
 
@@ -47,16 +47,25 @@ def phase_1(processed: Path, folder: Path, *overrides: str) -> Path:
 
 
 # lenet: its head is net.11 = Linear(84, 5); strong_cnn (batch norm): net.20 = Linear(4·width, 5).
-@pytest.mark.parametrize(("model", "head", "head_size"),
-                         [("lenet", "net.11", 84 * 5 + 5), ("strong_cnn", "net.20", 16 * 5 + 5)])
+@pytest.mark.parametrize(
+    ("model", "head", "head_size"), [("lenet", "net.11", 84 * 5 + 5), ("strong_cnn", "net.20", 16 * 5 + 5)]
+)
 def test_phase_2_trains_only_the_head_on_the_frozen_features(processed, tmp_path, model, head, head_size):
     model_args = [f"model={model}"] + (["model.net.width=4"] if model == "strong_cnn" else [])
     source = phase_1(processed, tmp_path / "phase1", *model_args)
     pretrained = net_state(torch.load(source, weights_only=True)["state_dict"])
 
     Spy.seen.clear()
-    cfg = make_cfg(processed, tmp_path / "phase2", "experiment=mnist_transfer_5_9", *model_args,
-                   f"callbacks.transfer.checkpoint={source}", "trainer.max_epochs=2", "optimizer.lr=0.01", SPY)
+    cfg = make_cfg(
+        processed,
+        tmp_path / "phase2",
+        "experiment=mnist_transfer_5_9",
+        *model_args,
+        f"callbacks.transfer.checkpoint={source}",
+        "trainer.max_epochs=2",
+        "optimizer.lr=0.01",
+        SPY,
+    )
     metrics = train(cfg)
 
     start, end = net_state(Spy.seen["start"]), net_state(Spy.seen["end"])
@@ -78,17 +87,29 @@ def test_phase_2_trains_only_the_head_on_the_frozen_features(processed, tmp_path
 
 def test_scratch_baseline_freezes_random_features_and_fine_tuning_trains_all(processed, tmp_path):
     Spy.seen.clear()
-    metrics = train(make_cfg(processed, tmp_path / "scratch", "experiment=mnist_scratch_5_9", "trainer.max_epochs=1",
-                             "test=false", SPY))
+    metrics = train(
+        make_cfg(
+            processed, tmp_path / "scratch", "experiment=mnist_scratch_5_9", "trainer.max_epochs=1", "test=false", SPY
+        )
+    )
     start, end = net_state(Spy.seen["start"]), net_state(Spy.seen["end"])
     assert all(torch.equal(end[k], start[k]) for k in end if not k.startswith("net.11."))
     assert not torch.equal(end["net.11.weight"], start["net.11.weight"])
     assert metrics["transfer/trainable_params"] == 84 * 5 + 5
 
     source = tmp_path / "scratch" / "run" / "checkpoints" / "last.ckpt"
-    metrics = train(make_cfg(processed, tmp_path / "finetune", "experiment=mnist_transfer_5_9", "trainer.max_epochs=1",
-                             f"callbacks.transfer.checkpoint={source}", "callbacks.transfer.freeze=false", "test=false",
-                             SPY))
+    metrics = train(
+        make_cfg(
+            processed,
+            tmp_path / "finetune",
+            "experiment=mnist_transfer_5_9",
+            "trainer.max_epochs=1",
+            f"callbacks.transfer.checkpoint={source}",
+            "callbacks.transfer.freeze=false",
+            "test=false",
+            SPY,
+        )
+    )
     copied = net_state(torch.load(source, weights_only=True)["state_dict"])
     assert all(torch.equal(Spy.seen["start"][k], v) for k, v in copied.items() if not k.startswith("net.11."))
     assert metrics["transfer/trainable_params"] == metrics["transfer/total_params"]
@@ -99,29 +120,45 @@ def foreign_checkpoints(processed, tmp_path_factory) -> dict[str, Path]:
     """A tiny_cnn classifier (other feature layers), a regression model and a (fake) GAN checkpoint."""
     root = tmp_path_factory.mktemp("foreign")
     found = {}
-    for name, overrides in (("tiny_cnn", ["data=mnist", "model=tiny_cnn"]),
-                            ("regression", ["data=line", "model=linear_regression"])):
+    for name, overrides in (
+        ("tiny_cnn", ["data=mnist", "model=tiny_cnn"]),
+        ("regression", ["data=line", "model=linear_regression"]),
+    ):
         train(make_cfg(processed, root / name, *overrides, "trainer.max_epochs=1", "test=false"))
         found[name] = root / name / "run" / "checkpoints" / "last.ckpt"
     found["gan"] = root / "gan.ckpt"
-    torch.save({"state_dict": {"generator.0.weight": torch.zeros(3)},
-                "pipeline": {"family": "gan", "model": {"_target_": "pipeline.models.gan.GAN"},
-                             "data": {"name": "mnist"}}},
-               found["gan"])
+    torch.save(
+        {
+            "state_dict": {"generator.0.weight": torch.zeros(3)},
+            "pipeline": {"family": "gan", "model": {"_target_": "pipeline.models.gan.GAN"}, "data": {"name": "mnist"}},
+        },
+        found["gan"],
+    )
     return found
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    ("tiny_cnn", r"\(pipeline.models.networks.tiny_cnn, trained on data=mnist with inputs of shape \[1, 16, 16\]\) "
-                 r"does not fit this model's feature layers: "
-                 r"net.0.weight has shape \[5, 1, 3, 3\] there but \[6, 1, 5, 5\] here"),
-    ("regression", r"holds a regression model \(pipeline.models.regression.RegressionModule, trained on data=line\), "
-                   r"but a classification model was asked for"),
-    ("gan", r"holds a gan model \(pipeline.models.gan.GAN, trained on data=mnist\), but a classification model"),
-    ("missing", r"the source checkpoint .*missing.ckpt does not exist; train that model first"),
-], ids=["other_net", "regression", "gan", "missing"])
-def test_a_checkpoint_that_does_not_fit_fails_before_training(processed, tmp_path, foreign_checkpoints, source,
-                                                              message):
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            "tiny_cnn",
+            r"\(pipeline.models.networks.tiny_cnn, trained on data=mnist with inputs of shape \[1, 16, 16\]\) "
+            r"does not fit this model's feature layers: "
+            r"net.0.weight has shape \[5, 1, 3, 3\] there but \[6, 1, 5, 5\] here",
+        ),
+        (
+            "regression",
+            r"holds a regression model \(pipeline.models.regression.RegressionModule, trained on data=line\), "
+            r"but a classification model was asked for",
+        ),
+        ("gan", r"holds a gan model \(pipeline.models.gan.GAN, trained on data=mnist\), but a classification model"),
+        ("missing", r"the source checkpoint .*missing.ckpt does not exist; train that model first"),
+    ],
+    ids=["other_net", "regression", "gan", "missing"],
+)
+def test_a_checkpoint_that_does_not_fit_fails_before_training(
+    processed, tmp_path, foreign_checkpoints, source, message
+):
     path = foreign_checkpoints.get(source, tmp_path / "missing.ckpt")
     cfg = make_cfg(processed, tmp_path, "experiment=mnist_transfer_5_9", f"callbacks.transfer.checkpoint={path}")
     with pytest.raises(ModelConfigError, match=message):
@@ -130,8 +167,10 @@ def test_a_checkpoint_that_does_not_fit_fails_before_training(processed, tmp_pat
 
 
 def test_lesson_presets_compose(processed, tmp_path):
-    phase1, transfer, scratch = (make_cfg(processed, tmp_path, f"experiment={name}")
-                                 for name in ("mnist_digits_0_4", "mnist_transfer_5_9", "mnist_scratch_5_9"))
+    phase1, transfer, scratch = (
+        make_cfg(processed, tmp_path, f"experiment={name}")
+        for name in ("mnist_digits_0_4", "mnist_transfer_5_9", "mnist_scratch_5_9")
+    )
     assert phase1.data.datamodule.classes == [0, 1, 2, 3, 4]
     assert transfer.data.datamodule.classes == scratch.data.datamodule.classes == [5, 6, 7, 8, 9]
     assert phase1.model == transfer.model == scratch.model  # phase 2's feature layers fit phase 1's weights

@@ -5,8 +5,8 @@ with fresh ``mmap`` calls and returns them to the kernel on ``free``, and it tri
 free top. A CPU training step allocates and frees the same activation and gradient tensors
 (megabytes each) every step, so each step pays for page faults and zeroed pages again.
 Fixing the mmap threshold at 32 MiB and trimming only above 128 MiB of free heap keeps those
-blocks for reuse: about 25-35 % less time per step for the small CNNs here (``bench/``), at
-the price of keeping up to the trim threshold of freed memory. PyTorch's CPU tuning guide
+blocks for reuse (docs/performance.md has the measured gain), at the price of keeping up to the
+trim threshold of freed memory. PyTorch's CPU tuning guide
 gets the same effect by preloading jemalloc or tcmalloc; this needs no extra library.
 """
 

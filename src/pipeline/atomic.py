@@ -8,21 +8,33 @@ within one file system is atomic on POSIX and Windows.
 from __future__ import annotations
 
 import contextlib
+import csv
+import functools
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-# mkstemp/mkdtemp create private (0600/0700) entries; outputs get the usual permissions.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
-DIR_MODE = 0o777 & ~_UMASK
+
+@functools.cache
+def umask() -> int:
+    """The process's umask, read once, at the first write: mkstemp/mkdtemp create private (0600/0700)
+    entries, and outputs get the usual permissions instead. Linux reports it in /proc; elsewhere it
+    is read by setting it, which is why this runs once and not at import."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -37,7 +49,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -49,7 +61,7 @@ def atomic_open(dest: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
     if mode not in {"w", "wb"}:
         raise ValueError(f"atomic_open writes whole files; mode must be 'w' or 'wb', got {mode!r}")
     with atomic_path(dest) as tmp:
-        kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
+        kwargs: dict[str, Any] = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
         with open(tmp, mode, **kwargs) as fh:
             yield fh
 
@@ -67,6 +79,14 @@ def save_json(dest: str | os.PathLike[str], obj: Any) -> None:
         fh.write("\n")
 
 
+def save_csv(dest: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write a header and rows as CSV (``\\n`` line ends on every OS)."""
+    with atomic_open(dest, "w") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``dest`` that replaces ``dest`` as a whole on success.
@@ -80,7 +100,7 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     old = dest.with_name(f".{dest.name}.old")
     try:
         yield tmp
-        os.chmod(tmp, DIR_MODE)
+        os.chmod(tmp, 0o777 & ~umask())
         shutil.rmtree(old, ignore_errors=True)
         if dest.exists():
             os.replace(dest, old)

@@ -17,24 +17,29 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from pipeline.atomic import atomic_open
-from pipeline.stage import CONFIG_PATH
+from pipeline.cli import config_dir, setup
+from pipeline.config_schema import validate
+from pipeline.errors import PipelineError
 
 USAGE = "usage: python -m pipeline.compose <output.yaml> [override ...]"
 
 
 def compose_train_config(overrides: list[str]) -> str:
-    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+    """The composed config as sorted YAML, interpolations kept; its values checked against the schema."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
+    validate(cfg)
     return OmegaConf.to_yaml(cfg, sort_keys=True)
 
 
 def main(argv: list[str] | None = None) -> None:
+    setup()
     args = sys.argv[1:] if argv is None else argv
     if not args or "=" in args[0] or args[0].startswith("-"):
         sys.exit(USAGE)
     try:
         text = compose_train_config(args[1:])
-    except HydraException as exc:  # an unknown key or option: Hydra's own message, without the traceback
+    except (HydraException, PipelineError) as exc:  # an unknown key or option, a value out of range
         sys.exit(f"{type(exc).__name__}: {exc}")
     with atomic_open(args[0], "w") as fh:
         fh.write(text)

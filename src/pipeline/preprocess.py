@@ -1,25 +1,42 @@
 """DVC stage `preprocess`: validate one dataset's raw files and write model-ready arrays + meta.json.
 
-    python -m pipeline.preprocess data=spirals [data.preprocess.val_size=0.2]
+python -m pipeline.preprocess data=spirals [data.preprocess.val_size=0.2]
 """
 
 from __future__ import annotations
 
-import hydra
+from pathlib import Path
+from typing import Any, cast
+
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.cli import hydra_app, report_user_errors
+from pipeline.config_schema import validate
 from pipeline.data.processed import preprocess_dataset
-from pipeline.stage import CONFIG_PATH, build_source, dataset_dirs, run_reporting_user_errors
+from pipeline.data.sources import build_source
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="prepare")
-def main(cfg: DictConfig) -> None:
-    def preprocess() -> None:
-        raw_dir, processed_dir = dataset_dirs(cfg)
-        split = OmegaConf.to_container(cfg.data.preprocess, resolve=True)
-        preprocess_dataset(build_source(cfg), cfg.data.name, cfg.data.task, raw_dir, processed_dir, split)
+def preprocess(cfg: DictConfig) -> None:
+    """``<paths.raw_dir>/<name>`` parsed, validated and split into ``<paths.processed_dir>/<name>``."""
+    validate(cfg)
+    name = cfg.data.name
+    split = cast(dict[str, Any], OmegaConf.to_container(cfg.data.preprocess, resolve=True))
+    preprocess_dataset(
+        build_source(cfg.data.source, name),
+        name,
+        cfg.data.task,
+        Path(cfg.paths.raw_dir) / name,
+        Path(cfg.paths.processed_dir) / name,
+        split,
+    )
 
-    run_reporting_user_errors(preprocess)
+
+def run(cfg: DictConfig) -> None:
+    report_user_errors(lambda: preprocess(cfg))
+
+
+def main() -> None:
+    hydra_app(run, config_name="prepare")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ _URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*):
 # Key names that hold secrets; a bare `token` too, but not tokenizer settings such as pad_token or eos_token.
 _SECRET_KEY = re.compile(
     r"(?:(?:^|[_.\-/])(?:password|passwd|pwd|passphrase|secret|credentials?|(?:api|access|private|secret)_?key)"
-    r"|(?:^|[.\-/])(?:token|(?:auth|access|api|bearer|refresh|session|hf|github)_token))$", re.IGNORECASE)
+    r"|(?:^|[.\-/])(?:token|(?:auth|access|api|bearer|refresh|session|hf|github)_token))$",
+    re.IGNORECASE,
+)
 # `key=value` (an override) or `key: value` (a YAML line), the value on the same line.
 _ASSIGNMENT = re.compile(r"(?P<key>[\w.+/\-]+)(?P<sep>=|:[ \t]+)(?P<value>[^\s,\]\"']+)")
 
@@ -89,7 +91,7 @@ def _redacting_factory(factory: Callable[..., logging.LogRecord]) -> Callable[..
         record = factory(*args, **kwargs)
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a malformed record is logging's to report, not ours
+        except Exception:
             return record
         clean = redact_text(message)
         if clean != message:

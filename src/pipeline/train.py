@@ -1,9 +1,9 @@
 """Train one model from composed configs; the same shape as lightning-hydra-template's train.py.
 
-    python -m pipeline.train experiment=spirals_mlp
-    python -m pipeline.train data=circles model=mlp_classifier model.net.hidden=[64,64] optimizer=sgd optimizer.lr=0.05
-    python -m pipeline.train -m optimizer=adam,sgd optimizer.lr=1e-3,1e-2
-    python -m pipeline.train experiment=spirals_mlp resume=true    # continue the newest run of the task
+python -m pipeline.train experiment=spirals_mlp
+python -m pipeline.train data=circles model=mlp_classifier model.net.hidden=[64,64] optimizer=sgd optimizer.lr=0.05
+python -m pipeline.train -m optimizer=adam,sgd optimizer.lr=1e-3,1e-2
+python -m pipeline.train experiment=spirals_mlp resume=true    # continue the newest run of the task
 """
 
 from __future__ import annotations
@@ -11,23 +11,30 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from typing import Any
+from typing import Any, cast
 
-import hydra
 import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.allocator import tune_allocator
 from pipeline.atomic import atomic_path, save_json
-from pipeline.checkpoints import (
-    RecordPipelineConfig, check_family, data_record, model_family, newest_last_checkpoint, read_checkpoint,
-)
+from pipeline.callbacks.checkpoint_record import RecordPipelineConfig
+from pipeline.callbacks.history import EpochHistory
+from pipeline.cli import hydra_app, report_user_errors
+from pipeline.config_schema import validate
 from pipeline.data.datamodule import ArrayDataModule
-from pipeline.models.base import ModelConfigError
-from pipeline.reports import EpochHistory
-from pipeline.stage import CONFIG_PATH, instantiate_reporting_user_errors, run_reporting_user_errors
+from pipeline.data.spec import DatasetSpec
+from pipeline.errors import ModelConfigError, build
+from pipeline.models.checkpoints import (
+    check_family,
+    checkpoint_record,
+    model_family,
+    newest_last_checkpoint,
+    read_checkpoint,
+)
 from pipeline.tracking.logger import track_run
 
 log = logging.getLogger(__name__)
@@ -35,22 +42,23 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; return every logged metric (the sweeper reads one)."""
+    validate(cfg)
     L.seed_everything(cfg.seed, workers=True)
     configure_process(cfg)
 
     log.info("Instantiating datamodule <%s>", cfg.data.datamodule._target_)
-    datamodule: ArrayDataModule = instantiate_reporting_user_errors(cfg.data.datamodule)
+    datamodule: ArrayDataModule = build(cfg.data.datamodule)
 
     log.info("Instantiating model <%s>", cfg.model._target_)
-    model = build_model(cfg, datamodule)
+    model = build_model(cfg, datamodule.spec)
     ckpt_path = checkpoint_to_resume(cfg)
 
     log.info("Instantiating callbacks and loggers")
-    callbacks = instantiate_callbacks(cfg, datamodule)
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
+    callbacks = instantiate_callbacks(cfg, datamodule.spec)
+    loggers = [build(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
 
     log.info("Instantiating trainer <%s>", cfg.trainer._target_)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     with track_run(trainer, cfg, datamodule, resume_from=ckpt_path) as run:  # ends FINISHED, FAILED or KILLED
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -78,21 +86,20 @@ def configure_process(cfg: DictConfig) -> None:
         torch.set_num_threads(int(cfg.threads))
 
 
-def build_model(cfg: DictConfig, datamodule: ArrayDataModule) -> L.LightningModule:
+def build_model(cfg: DictConfig, spec: DatasetSpec) -> L.LightningModule:
     """The model of ``cfg.model``, sized for the data and given the configured optimizer and scheduler."""
     model_class = get_class(cfg.model._target_)
     family_task = getattr(model_class, "task", None)
-    if family_task and family_task != datamodule.task:
+    if family_task and family_task != spec.task:
         raise ModelConfigError(
-            f"model {model_class.__name__} is for {family_task} but data={cfg.data.name} is a {datamodule.task} dataset")
-    shape_args: dict[str, Any] = {"input_shape": datamodule.input_shape}
-    if datamodule.task == "classification":
-        shape_args["num_classes"] = datamodule.num_classes
+            f"model {model_class.__name__} is for {family_task} but data={cfg.data.name} is a {spec.task} dataset"
+        )
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     # _convert_="all": plain lists and dicts, so the saved hyperparameters hold no OmegaConf objects
     # and checkpoints load with torch.load(weights_only=True).
-    return instantiate_reporting_user_errors(cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler,
-                                             _convert_="all", **shape_args)
+    return build(
+        cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler, _convert_="all", **spec.model_size()
+    )
 
 
 def checkpoint_to_resume(cfg: DictConfig) -> str | None:
@@ -106,16 +113,21 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
         if newest and data != cfg.data.name:  # task_name (default: train) may be shared by unrelated runs
             raise ModelConfigError(
                 f"resume=true: the newest checkpoint of task_name={cfg.task_name}, {ckpt_path}, was trained on "
-                f"data={data}, not data={cfg.data.name}; give ckpt_path=<checkpoint> or the run's own task_name")
+                f"data={data}, not data={cfg.data.name}; give ckpt_path=<checkpoint> or the run's own task_name"
+            )
         log.info("Resuming from %s", ckpt_path)
     return ckpt_path
 
 
-def instantiate_callbacks(cfg: DictConfig, datamodule: ArrayDataModule) -> list[L.Callback]:
+def instantiate_callbacks(cfg: DictConfig, spec: DatasetSpec) -> list[L.Callback]:
     """The configured callbacks, plus the checkpoints' record of model and data, and the epoch history file."""
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    data = data_record(datamodule, OmegaConf.to_container(cfg.data.datamodule, resolve=True))
-    callbacks.append(RecordPipelineConfig(OmegaConf.to_container(cfg.model, resolve=True), data))
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    record = checkpoint_record(
+        cast(dict[str, Any], OmegaConf.to_container(cfg.model, resolve=True)),
+        spec,
+        cast(dict[str, Any], OmegaConf.to_container(cfg.data.datamodule, resolve=True)),
+    )
+    callbacks.append(RecordPipelineConfig(record))
     if cfg.get("history_file"):
         callbacks.append(EpochHistory(cfg.history_file))
     return callbacks
@@ -124,7 +136,7 @@ def instantiate_callbacks(cfg: DictConfig, datamodule: ArrayDataModule) -> list[
 def best_checkpoint(trainer: L.Trainer) -> str | None:
     """The best checkpoint's path; None without one (fast_dev_run, or no checkpoint callback)."""
     checkpoint = trainer.checkpoint_callback
-    if checkpoint is not None and checkpoint.best_model_path:
+    if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_path:
         return checkpoint.best_model_path
     log.warning("no best checkpoint (fast_dev_run or no checkpoint callback): the current weights are reported")
     return None
@@ -140,12 +152,16 @@ def export_checkpoint(trainer: L.Trainer, best: str | None, dest: str) -> None:
     log.info("model checkpoint: %s (from %s)", dest, best or "the final weights")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    metrics = run_reporting_user_errors(lambda: train(cfg))
-    optimized = cfg.get("optimized_metric")
+def run(cfg: DictConfig) -> float | None:
+    """The Hydra task: train, log the metrics, and return the one a sweeper optimises."""
+    metrics = report_user_errors(lambda: train(cfg))
     log.info("metrics: %s", json.dumps({k: round(v, 5) for k, v in sorted(metrics.items())}))
+    optimized = cfg.get("optimized_metric")
     return metrics.get(optimized) if optimized else None
+
+
+def main() -> None:
+    hydra_app(run, config_name="train")
 
 
 if __name__ == "__main__":

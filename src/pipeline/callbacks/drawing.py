@@ -10,12 +10,14 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.typing import ColorType
 from PIL import Image
 from torchvision.utils import make_grid
 
@@ -62,8 +64,9 @@ def loss_curves(rows: Sequence[Mapping[str, float]]) -> Figure:
     return figure
 
 
-def decision_boundary(predict_fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray,
-                      class_names: Sequence[str]) -> Figure:
+def decision_boundary(
+    predict_fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray, class_names: Sequence[str]
+) -> Figure:
     """The regions a 2-D classifier assigns to each class, under the points: shows what features it learned."""
     lo, hi = x.min(axis=0), x.max(axis=0)
     margin = 0.1 * (hi - lo) + 1e-6
@@ -71,12 +74,15 @@ def decision_boundary(predict_fn: Callable[[np.ndarray], np.ndarray], x: np.ndar
     gx, gy = np.meshgrid(xs, ys)
     regions = predict_fn(np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)).reshape(gx.shape)
     k = len(class_names)
-    colours = ListedColormap(colormaps["tab10" if k <= 10 else "tab20"].colors[:k])
+    palette = colormaps["tab10" if k <= 10 else "tab20"]
+    assert isinstance(palette, ListedColormap)  # both are lists of colours
+    colours = ListedColormap(cast(Sequence[ColorType], palette.colors)[:k])  # typed as any array or colour
     figure = Figure(figsize=(5.5, 5), layout="constrained")
     ax = figure.add_subplot()
     ax.contourf(gx, gy, regions, levels=np.arange(k + 1) - 0.5, cmap=colours, alpha=0.3)
-    scatter = ax.scatter(x[:, 0], x[:, 1], c=y, cmap=colours, vmin=-0.5, vmax=k - 0.5, s=12, edgecolors="k",
-                         linewidths=0.3)
+    scatter = ax.scatter(
+        x[:, 0], x[:, 1], c=y, cmap=colours, vmin=-0.5, vmax=k - 0.5, s=12, edgecolors="k", linewidths=0.3
+    )
     handles = scatter.legend_elements()[0]  # one per class present, in sorted order
     ax.legend(handles, [class_names[int(c)] for c in np.unique(y)], title="class", fontsize="small")
     ax.set(title="decision boundary", xlabel="x0", ylabel="x1")
@@ -112,14 +118,22 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
         ax.set_yticks(ticks, class_names)
         threshold = matrix.max() / 2
         for (i, j), count in np.ndenumerate(matrix):
-            ax.text(j, i, str(int(count)), ha="center", va="center", fontsize="small",
-                    color="white" if count > threshold else "black")
+            ax.text(
+                j,
+                i,
+                str(int(count)),
+                ha="center",
+                va="center",
+                fontsize="small",
+                color="white" if count > threshold else "black",
+            )
     ax.set(title="confusion matrix (test)", xlabel="predicted", ylabel="true")
     return figure
 
 
-def misclassified(images: np.ndarray, true: Sequence[int], predicted: Sequence[int],
-                  class_names: Sequence[str], cols: int = 8) -> Figure:
+def misclassified(
+    images: np.ndarray, true: Sequence[int], predicted: Sequence[int], class_names: Sequence[str], cols: int = 8
+) -> Figure:
     """Wrongly classified test images titled true→predicted: what the model gets wrong, and whether a human would.
 
     The images are tiled into one picture on one axes: 32 small axes take ten times as long to lay out.
@@ -142,11 +156,22 @@ def misclassified(images: np.ndarray, true: Sequence[int], predicted: Sequence[i
     for index in range(n):
         row, col = divmod(index, cols)
         top, left = row * cell_h + title, col * cell_w + pad // 2
-        canvas[top:top + height, left:left + width] = np.moveaxis(images[index], 0, -1)
-        ax.text(left + width / 2, top - 1, f"{class_names[true[index]]}→{class_names[predicted[index]]}",
-                ha="center", va="bottom", fontsize="small")
-    ax.imshow(canvas[..., 0] if channels == 1 else canvas, cmap="gray" if channels == 1 else None, vmin=0, vmax=255,
-              interpolation="nearest")
+        canvas[top : top + height, left : left + width] = np.moveaxis(images[index], 0, -1)
+        ax.text(
+            left + width / 2,
+            top - 1,
+            f"{class_names[true[index]]}→{class_names[predicted[index]]}",
+            ha="center",
+            va="bottom",
+            fontsize="small",
+        )
+    ax.imshow(
+        canvas[..., 0] if channels == 1 else canvas,
+        cmap="gray" if channels == 1 else None,
+        vmin=0,
+        vmax=255,
+        interpolation="nearest",
+    )
     ax.set_axis_off()
     return figure
 

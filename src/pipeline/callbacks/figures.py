@@ -4,8 +4,9 @@ Every callback decides for itself whether it applies (by the module's family and
 datamodule's task and input shape), so one config serves every experiment. Figures go to
 ``<run folder>/figures/`` (``trainer.default_root_dir``, beside ``checkpoints/`` and
 ``history.csv``) and, through every logger that takes files (``log_file``: the MLflow logger of
-``pipeline.tracking.logger``), to the tracked run's ``figures/`` artifacts. Only global rank zero draws. Nothing is drawn per batch: figures at
-fit or test end, GAN frames every ``every_n_steps`` batches.
+``pipeline.tracking.logger``), to the tracked run's ``figures/`` artifacts. Only global rank zero
+draws. Nothing is drawn per batch: figures at fit or test end, GAN frames every ``every_n_steps``
+batches.
 
 A figure hook that fails is logged as a warning with its traceback and its figure skipped: a
 plotting problem must not throw away the hours of training before it.
@@ -18,7 +19,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import lightning as L
 import numpy as np
@@ -27,8 +28,8 @@ from lightning.pytorch.callbacks import Callback
 from matplotlib.figure import Figure
 from PIL import Image
 
-from pipeline.reports import EpochRows
 from pipeline.callbacks import drawing
+from pipeline.callbacks.history import EpochRows
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,30 @@ PREDICT_BATCH = 8192  # grid points or test images per forward pass when a callb
 Hook = Callable[..., None]
 
 
+class _Classifier(Protocol):
+    """What the figures use of a module whose ``family`` is classification (``ClassificationModule``)."""
+
+    num_classes: int
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class _SampleGrid(Protocol):
+    """What ``GANProgress`` uses of a module with ``sample_grid()`` (``GANModule``)."""
+
+    num_classes: int
+
+    def sample_grid(self) -> torch.Tensor: ...
+
+
 def guarded(hook: Hook) -> Hook:
     """A figure hook whose failure is logged, not raised (see the module docstring)."""
+
     @functools.wraps(hook)
     def run(self: Callback, *args: Any, **kwargs: Any) -> None:
         try:
             hook(self, *args, **kwargs)
-        except Exception:  # noqa: BLE001 - a figure must never cost the run
+        except Exception:
             log.warning("%s.%s failed: its figure is skipped", type(self).__name__, hook.__name__, exc_info=True)
 
     return run
@@ -80,18 +98,18 @@ class FigureCallback(Callback):
 
 
 def _datamodule(trainer: L.Trainer) -> Any | None:
-    """The trainer's ``ArrayDataModule`` (anything with its ``splits``, ``input_shape`` and ``class_names``)."""
+    """The trainer's ``ArrayDataModule`` (anything with its ``splits``, ``spec`` and ``model_input``)."""
     datamodule = getattr(trainer, "datamodule", None)
-    return datamodule if hasattr(datamodule, "splits") and hasattr(datamodule, "input_shape") else None
+    return datamodule if hasattr(datamodule, "splits") and hasattr(datamodule, "spec") else None
 
 
 def _input_shape(trainer: L.Trainer) -> tuple[int, ...] | None:
     datamodule = _datamodule(trainer)
-    return tuple(datamodule.input_shape) if datamodule is not None else None
+    return datamodule.spec.input_shape if datamodule is not None else None
 
 
 def _class_names(datamodule: Any, k: int) -> list[str]:
-    names = list(getattr(datamodule, "class_names", []) or [])
+    names = list(datamodule.spec.class_names) if datamodule is not None else []
     return names if len(names) == k else [str(i) for i in range(k)]
 
 
@@ -106,15 +124,15 @@ def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
-def _predict(pl_module: L.LightningModule, datamodule: Any, x: torch.Tensor,
-             fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``fn`` of raw inputs ``x``, normalised on the module's device as training batches are, batch by batch."""
+def _predict(
+    pl_module: L.LightningModule, datamodule: Any, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """``fn`` of raw inputs ``x``, made model inputs on the module's device as training batches are (the
+    datamodule's ``ModelInput``, without augmentation), batch by batch."""
     outputs = []
     with _eval_mode(pl_module), torch.no_grad():
         for chunk in x.split(PREDICT_BATCH):
-            chunk = chunk.to(pl_module.device)
-            inputs = datamodule.on_after_batch_transfer((chunk, torch.zeros(len(chunk))), 0)[0]
-            outputs.append(fn(inputs).cpu())
+            outputs.append(fn(datamodule.model_input(chunk.to(pl_module.device))).cpu())
     return torch.cat(outputs)
 
 
@@ -156,15 +174,17 @@ class DecisionBoundary(_ModelOnData):
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if getattr(pl_module, "family", None) != "classification" or _input_shape(trainer) != (2,):
             return
-        datamodule = _datamodule(trainer)
+        datamodule, classifier = _datamodule(trainer), cast(_Classifier, pl_module)
+        assert datamodule is not None  # _input_shape found it
         x, y = datamodule.splits["train"].tensors
-        names = _class_names(datamodule, pl_module.num_classes)
+        names = _class_names(datamodule, classifier.num_classes)
 
         def predict(points: np.ndarray) -> np.ndarray:
-            return _predict(pl_module, datamodule, torch.from_numpy(points), pl_module.classify).numpy()
+            return _predict(pl_module, datamodule, torch.from_numpy(points), classifier.classify).numpy()
 
-        self.publish_figure(trainer, "decision_boundary.png",
-                            lambda: drawing.decision_boundary(predict, x.numpy(), y.numpy(), names))
+        self.publish_figure(
+            trainer, "decision_boundary.png", lambda: drawing.decision_boundary(predict, x.numpy(), y.numpy(), names)
+        )
 
 
 class FittedCurve(_ModelOnData):
@@ -174,6 +194,7 @@ class FittedCurve(_ModelOnData):
         if getattr(pl_module, "family", None) != "regression" or _input_shape(trainer) != (1,):
             return
         datamodule = _datamodule(trainer)
+        assert datamodule is not None  # _input_shape found it
         x, y = datamodule.splits["train"].tensors
 
         def make() -> Figure:
@@ -192,8 +213,7 @@ class ConfusionMatrix(FigureCallback):
         if getattr(pl_module, "family", None) != "classification" or matrix is None:
             return
         names = _class_names(_datamodule(trainer), len(matrix))
-        self.publish_figure(trainer, "confusion_matrix.png",
-                            lambda: drawing.confusion_matrix(matrix.numpy(), names))
+        self.publish_figure(trainer, "confusion_matrix.png", lambda: drawing.confusion_matrix(matrix.numpy(), names))
 
 
 class MisclassifiedExamples(FigureCallback):
@@ -221,17 +241,19 @@ class MisclassifiedExamples(FigureCallback):
         if wrong is None:
             log.info("no misclassified test images: misclassified.png not drawn")
             return
-        names = _class_names(datamodule, pl_module.num_classes)
+        names = _class_names(datamodule, cast(_Classifier, pl_module).num_classes)
         self.publish_figure(trainer, "misclassified.png", lambda: drawing.misclassified(*wrong, names))
 
     def _mistakes(self, pl_module: L.LightningModule, datamodule: Any) -> tuple[np.ndarray, list, list] | None:
         """The first ``max_images`` misclassified test images (raw pixels), their labels and predictions."""
         x, y = datamodule.splits["test"].tensors
         batch = int(getattr(datamodule, "eval_batch_size", PREDICT_BATCH))
-        images, true, predicted = [], [], []
+        classify = cast(_Classifier, pl_module).classify
+        images: list[np.ndarray] = []
+        true, predicted = [], []
         for start in range(0, len(x), batch):
-            xs, ys = x[start:start + batch], y[start:start + batch]
-            guesses = _predict(pl_module, datamodule, xs, pl_module.classify)
+            xs, ys = x[start : start + batch], y[start : start + batch]
+            guesses = _predict(pl_module, datamodule, xs, classify)
             wrong = (guesses != ys).nonzero()[:, 0][: self.max_images - len(images)]
             images.extend(xs[wrong].numpy())
             true.extend(ys[wrong].tolist())
@@ -271,8 +293,9 @@ class GANProgress(FigureCallback):
         self.frames, self._last_step = [], None
 
     @guarded
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = self._step(trainer, pl_module)
         if self.every_n_steps and step % self.every_n_steps == 0 and self.applies(pl_module):
             self._frame(trainer, pl_module, step)
@@ -290,15 +313,22 @@ class GANProgress(FigureCallback):
         self.publish(trainer, "samples_final.png", lambda path: drawing.save_image(final, path))
         labels, name = self._row_labels(trainer, pl_module)
         if labels:
-            self.publish_figure(trainer, name, lambda: drawing.labelled_grid(
-                final, labels, f"{name.removesuffix('.png').replace('_', ' ')} (step {step})"))
+            self.publish_figure(
+                trainer,
+                name,
+                lambda: drawing.labelled_grid(
+                    final, labels, f"{name.removesuffix('.png').replace('_', ' ')} (step {step})"
+                ),
+            )
         if len(self.frames) > 1:
             self.publish(trainer, "samples.gif", lambda path: drawing.save_gif(self.frames, path))
 
     def _frame(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         if not trainer.is_global_zero or step == self._last_step:
             return
-        image = drawing.image_grid(pl_module.sample_grid(), nrow=int(getattr(pl_module.hparams, "grid_cols", 8)))
+        image = drawing.image_grid(
+            cast(_SampleGrid, pl_module).sample_grid(), nrow=int(getattr(pl_module.hparams, "grid_cols", 8))
+        )
         self.publish(trainer, f"step_{step:06d}.png", lambda path: drawing.save_image(image, path), subdir="samples")
         self.frames.append(image)
         self._last_step = step
@@ -306,8 +336,9 @@ class GANProgress(FigureCallback):
     @staticmethod
     def _row_labels(trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[list[str], str]:
         """What each grid row was drawn for, and the labelled grid's file name; no labels for an unconditional GAN."""
-        if getattr(pl_module, "latent_code", 0):
-            return [f"code {i}" for i in range(pl_module.latent_code)], "samples_per_code.png"
+        codes = getattr(pl_module, "latent_code", 0)
+        if codes:
+            return [f"code {i}" for i in range(codes)], "samples_per_code.png"
         if getattr(pl_module, "conditional", False):
-            return _class_names(_datamodule(trainer), pl_module.num_classes), "samples_per_class.png"
+            return _class_names(_datamodule(trainer), cast(_SampleGrid, pl_module).num_classes), "samples_per_class.png"
         return [], ""

@@ -26,19 +26,24 @@ class RandomAffine(nn.Module):
     the mean grey). With every setting 0 the batch is returned unchanged.
     """
 
-    def __init__(self, rotation_degrees: float = 0.0, shift_fraction: float = 0.0,
-                 flip_probability: float = 0.0) -> None:
+    def __init__(
+        self, rotation_degrees: float = 0.0, shift_fraction: float = 0.0, flip_probability: float = 0.0
+    ) -> None:
         super().__init__()
         if rotation_degrees < 0 or not 0 <= shift_fraction < 1 or not 0 <= flip_probability <= 1:
-            raise ValueError(f"augment: rotation_degrees must be >= 0, shift_fraction in [0, 1) and flip_probability "
-                             f"in [0, 1], got {rotation_degrees}, {shift_fraction} and {flip_probability}")
+            raise ValueError(
+                f"augment: rotation_degrees must be >= 0, shift_fraction in [0, 1) and flip_probability "
+                f"in [0, 1], got {rotation_degrees}, {shift_fraction} and {flip_probability}"
+            )
         self.rotation_degrees = float(rotation_degrees)
         self.shift_fraction = float(shift_fraction)
         self.flip_probability = float(flip_probability)
 
     def extra_repr(self) -> str:
-        return (f"rotation_degrees={self.rotation_degrees}, shift_fraction={self.shift_fraction}, "
-                f"flip_probability={self.flip_probability}")
+        return (
+            f"rotation_degrees={self.rotation_degrees}, shift_fraction={self.shift_fraction}, "
+            f"flip_probability={self.flip_probability}"
+        )
 
     def theta(self, n: int, height: int, width: int, device: torch.device) -> torch.Tensor:
         """Per-sample ``N×2×3`` matrices mapping output to input coordinates (affine_grid's normalised [-1, 1])."""
@@ -53,10 +58,13 @@ class RandomAffine(nn.Module):
         cos, sin = torch.cos(angle), torch.sin(angle)
         # A rotation in pixel space, expressed in normalised coordinates (x scaled by W/2, y by H/2),
         # so non-square images turn without shearing.
-        return torch.stack([
-            torch.stack([cos * mirror, -sin * height / width, shift[:, 0]], dim=1),
-            torch.stack([sin * width / height * mirror, cos, shift[:, 1]], dim=1),
-        ], dim=1)
+        return torch.stack(
+            [
+                torch.stack([cos * mirror, -sin * height / width, shift[:, 0]], dim=1),
+                torch.stack([sin * width / height * mirror, cos, shift[:, 1]], dim=1),
+            ],
+            dim=1,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or not x.is_floating_point():

@@ -2,8 +2,9 @@
 
 The arrays are read once in ``setup``; a batch is one fancy-indexing of the stored
 tensors (``x[indices]``), and images stay uint8 until they reach the training device,
-where ``on_after_batch_transfer`` scales and normalises the whole batch at once (and, when
-configured, augments the training batches there too: see ``pipeline.data.augment``).
+where ``on_after_batch_transfer`` makes the whole batch model inputs at once with the dataset's
+``ModelInput`` (``pipeline.data.spec``), augmenting training batches between scaling and
+normalising when configured (``pipeline.data.augment``).
 With ``memory_map=True`` the inputs stay on disk instead (``pipeline.data.mapped``): the same
 batches, with resident memory that does not grow with the dataset.
 """
@@ -20,10 +21,11 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.data.augment import RandomAffine
-from pipeline.data.errors import DataConfigError
 from pipeline.data.mapped import MappedArrayDataset
 from pipeline.data.processed import SPLITS, load_split, read_meta
 from pipeline.data.sampling import EpochBatches
+from pipeline.data.spec import DatasetSpec, ModelInput
+from pipeline.errors import DataConfigError
 
 
 class DeviceTensorDataset(TensorDataset):
@@ -55,64 +57,58 @@ class ArrayDataModule(L.LightningDataModule):
     in-memory gather (see ``pipeline.data.mapped``).
     """
 
-    def __init__(self, processed_dir: str, batch_size: int = 128, eval_batch_size: int | None = None,
-                 normalize: bool = True, classes: Sequence[int] | None = None, relabel: bool = False,
-                 num_workers: int = 0, seed: int = 0, augment: Mapping[str, float] | None = None,
-                 memory_map: bool = False, on_device: bool = False) -> None:
+    def __init__(
+        self,
+        processed_dir: str,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        normalize: bool = True,
+        classes: Sequence[int] | None = None,
+        relabel: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+        augment: Mapping[str, float] | None = None,
+        memory_map: bool = False,
+        on_device: bool = False,
+    ) -> None:
         super().__init__()
         self.processed_dir = Path(processed_dir)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.normalize = normalize
         self.classes = list(classes) if classes is not None else None
         self.relabel = relabel
         self.num_workers = num_workers
         self.seed = seed
         self.memory_map = memory_map
         if memory_map and on_device:
-            raise DataConfigError("data.datamodule.memory_map and data.datamodule.on_device are exclusive: "
-                                  "a mapped file cannot live in device memory; set one of them to false")
+            raise DataConfigError(
+                "data.datamodule.memory_map and data.datamodule.on_device are exclusive: "
+                "a mapped file cannot live in device memory; set one of them to false"
+            )
         self.on_device = on_device
         self.meta: dict[str, Any] = read_meta(self.processed_dir)
+        unknown = sorted(set(self.classes or []) - set(range(len(self.meta.get("class_names", [])))))
+        if unknown:
+            raise DataConfigError(f"data.datamodule.classes: {unknown} are not class indices of {self.meta['name']}")
+        # What the model needs to know about the data, from meta.json before any array is loaded.
+        self.spec = DatasetSpec.from_meta(self.meta, normalize, self.classes, relabel)
+        self.model_input = ModelInput(self.spec)
         self.splits: dict[str, TensorDataset | MappedArrayDataset] = {}
         self._on_device: dict[str, DeviceTensorDataset] = {}  # copies of the splits in accelerator memory (on_device)
-        norm = self.meta["normalization"]
-        shape = (1, -1) + (1,) * (len(self.input_shape) - 1)  # per channel for images, per feature for tables
-        self._mean = torch.tensor(norm["mean"], dtype=torch.float32).reshape(shape)
-        self._std = torch.tensor(norm["std"], dtype=torch.float32).reshape(shape)
-        self._normalization_on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self.augment = self._build_augment(augment)
 
     def _build_augment(self, augment: Mapping[str, float] | None) -> RandomAffine | None:
         if not augment:
             return None
-        if len(self.input_shape) != 3:
-            raise DataConfigError(f"data.datamodule.augment is for image datasets; {self.meta['name']} has inputs of "
-                                  f"shape {list(self.input_shape)}: set it to null")
+        if len(self.spec.input_shape) != 3:
+            raise DataConfigError(
+                f"data.datamodule.augment is for image datasets; {self.meta['name']} has inputs of "
+                f"shape {list(self.spec.input_shape)}: set it to null"
+            )
         try:
             return RandomAffine(**augment)
         except (TypeError, ValueError) as exc:
             raise DataConfigError(f"data.datamodule.augment={dict(augment)}: {exc}") from None
-
-    # What the model needs to know about the data, read from meta.json before any array is loaded.
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.meta["input_shape"])
-
-    @property
-    def task(self) -> str:
-        return self.meta["task"]
-
-    @property
-    def class_names(self) -> list[str]:
-        names = self.meta.get("class_names", [])
-        if self.classes is not None and self.relabel:
-            return [names[c] for c in self.classes]
-        return names
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
     def setup(self, stage: str | None = None) -> None:
         for split in SPLITS:
@@ -134,14 +130,12 @@ class ArrayDataModule(L.LightningDataModule):
                 self._on_device[split] = DeviceTensorDataset(*(t.to(device) for t in dataset.tensors))
 
     def _dataset(self, split: str) -> TensorDataset | MappedArrayDataset:
+        x: np.ndarray | None
         x, y = load_split(self.processed_dir, split, mmap=self.memory_map)
         if self.memory_map:  # only the labels are read; the inputs stay in the file until batches gather them
             x, y = None, np.array(y)
         rows = None
         if self.classes is not None:
-            unknown = sorted(set(self.classes) - set(range(len(self.meta.get("class_names", [])))))
-            if unknown:
-                raise DataConfigError(f"data.datamodule.classes: {unknown} are not class indices of {self.meta['name']}")
             keep = np.isin(y, self.classes)
             rows, y = np.flatnonzero(keep), y[keep]
             x = x[keep] if x is not None else None
@@ -154,11 +148,17 @@ class ArrayDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self._on_device.get(split, self.splits[split])
-        batches = EpochBatches(len(dataset), self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
-                               seed=self.seed)
+        batches = EpochBatches(
+            len(dataset), self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle, seed=self.seed
+        )
         # batch_size=None: the dataset is indexed with a whole tensor of indices at once.
-        return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            dataset,
+            sampler=batches,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -169,24 +169,12 @@ class ArrayDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    def _normalization(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The mean and std on ``device``, copied there once (a copy per batch would wait for the GPU)."""
-        if self._mean.device == device:
-            return self._mean, self._std
-        if device not in self._normalization_on:
-            self._normalization_on[device] = (self._mean.to(device), self._std.to(device))
-        return self._normalization_on[device]
-
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if not isinstance(batch, list | tuple):  # e.g. the model summary's example input: already a float batch
             return batch
         x, y = batch
-        if x.dtype == torch.uint8:
-            x = x.float().div_(255.0)
+        x = self.model_input.scale(x)
         # Before normalising, so the uncovered corners are filled with the background value 0.
         if self.augment is not None and self.trainer is not None and self.trainer.training:
             x = self.augment(x)
-        if self.normalize:
-            mean, std = self._normalization(x.device)
-            x = (x - mean) / std
-        return x, y
+        return self.model_input.normalize(x), y

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.atomic import atomic_path
-from pipeline.data.errors import DataConfigError, FetchError
+from pipeline.errors import DataConfigError, FetchError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.errors import DataFormatError
+from pipeline.errors import DataFormatError
 
 _UINT8 = 0x08
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -59,7 +59,9 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header_end).reshape(shape).copy()
 
 
-def read_idx_pair(images_path: str | Path, labels_path: str | Path, image_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def read_idx_pair(
+    images_path: str | Path, labels_path: str | Path, image_shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """Read matching image and label files and check they agree with each other and the config."""
     images = read_idx(images_path, ndim=1 + len(image_shape))
     labels = read_idx(labels_path, ndim=1)
@@ -70,7 +72,6 @@ def read_idx_pair(images_path: str | Path, labels_path: str | Path, image_shape:
         )
     if len(images) != len(labels):
         raise DataFormatError(
-            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels; "
-            "they must be equal"
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels; they must be equal"
         )
     return images, labels

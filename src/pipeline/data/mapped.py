@@ -2,13 +2,11 @@
 
 Mapping alone does not bound memory: every page a gather touches stays in the process's
 resident set (and in its peak, ``ru_maxrss``) until it is dropped. Linux also keeps file data
-in large folios (up to 2 MiB) and maps a whole folio on a fault, so one random 784-byte row
-can add 2 MiB: one shuffled batch of 512 rows of a 690 MB MNIST×16 file made ~400 MiB
-resident here, so dropping pages with ``madvise(MADV_DONTNEED)`` between batches bounds
-nothing. Dropping within a batch (chunks of rows, a drop between chunks) does, but took
-1.9 ms per batch of 512 rows (a 2 MiB fault per row), against 0.9 ms for reading each row
-with ``os.preadv`` into the batch, which maps nothing: the rows come from the kernel's page
-cache, which is not the process's memory. So:
+in large folios (up to 2 MiB) and maps a whole folio on a fault, so one random row can add
+2 MiB, and a single shuffled batch can make hundreds of MiB resident: dropping pages between
+batches bounds nothing, and dropping them within a batch is slower than reading each row with
+``os.preadv``, which maps nothing (the rows come from the kernel's page cache, which is not
+the process's memory). docs/performance.md has the measurements. So:
 
 - a file no larger than ``resident_bytes`` is gathered from the map, one fancy-indexing per
   batch (as fast as in memory once its pages are resident, and it can never hold more than
@@ -32,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.data.errors import DataFormatError
+from pipeline.errors import DataFormatError
 
 RESIDENT_BYTES = 64 << 20
 
@@ -45,8 +43,9 @@ def map_npy(path: Path) -> tuple[mmap.mmap | None, np.ndarray, int]:
     with open(path, "rb") as f:
         try:
             version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             shape, fortran_order, dtype = read_header(f)
         except ValueError as exc:
             raise DataFormatError(f"{path}: not a .npy array file ({exc})") from None
@@ -71,8 +70,9 @@ class MappedArrayDataset(Dataset):
     ``resident_bytes`` are read row by row, keeping none of their pages (see the module docstring).
     """
 
-    def __init__(self, x_path: Path, y: torch.Tensor, rows: np.ndarray | None = None,
-                 resident_bytes: int | None = None) -> None:
+    def __init__(
+        self, x_path: Path, y: torch.Tensor, rows: np.ndarray | None = None, resident_bytes: int | None = None
+    ) -> None:
         self.x_path = Path(x_path)
         self.y = y
         self.rows = rows
@@ -105,10 +105,11 @@ class MappedArrayDataset(Dataset):
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
         """``self.x[rows]`` read from the file (page cache) into a new array, mapping no page."""
+        assert self._reader is not None  # __getitem__ reads rows only when the file was opened for it
         out = np.empty((len(rows), *self.x.shape[1:]), dtype=self.x.dtype)
-        buffer, size, fd, pread = memoryview(out).cast("B"), self._row_bytes, self._reader.fileno(), os.preadv
+        buffer, size, fd, pread = out.data.cast("B"), self._row_bytes, self._reader.fileno(), os.preadv
         for i, offset in enumerate((self._offset + rows.astype(np.int64) * size).tolist()):
-            if pread(fd, [buffer[i * size:(i + 1) * size]], offset) != size:
+            if pread(fd, [buffer[i * size : (i + 1) * size]], offset) != size:
                 raise DataFormatError(f"{self.x_path}: row {rows[i]} is cut short (was the file changed?)")
         return out
 

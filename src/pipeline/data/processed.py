@@ -17,14 +17,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from pipeline.atomic import atomic_dir, save_json, save_npy
 from pipeline.data.download import file_digest
-from pipeline.data.errors import DataConfigError, DataFormatError
 from pipeline.data.table import Table, apply_missing_policy, encode_target, impute_with_means
+from pipeline.errors import DataConfigError, DataFormatError
 
 if TYPE_CHECKING:
     from pipeline.data.sources import ImageData, Source
@@ -53,8 +53,9 @@ def process_images(data: ImageData, val_size: float, seed: int) -> Processed:
     from pipeline.data.splits import holdout, holdout_count
 
     n = len(data.train_y)
-    train_idx, val_idx = holdout(n, holdout_count(val_size, n, "preprocess.val_size"), seed, data.train_y,
-                                 "preprocess.val_size")
+    train_idx, val_idx = holdout(
+        n, holdout_count(val_size, n, "preprocess.val_size"), seed, data.train_y, "preprocess.val_size"
+    )
     with_channel = (lambda x: x[:, None]) if data.train_x.ndim == 3 else (lambda x: x)
     train_x = with_channel(data.train_x[train_idx])
     pixels = train_x.astype(np.float64) / 255.0
@@ -71,14 +72,18 @@ def process_images(data: ImageData, val_size: float, seed: int) -> Processed:
         "class_names": data.class_names,
         "input_shape": list(train_x.shape[1:]),
         # Statistics of pixel/255 over the training split only: no peeking at val or test.
-        "normalization": {"mean": pixels.mean(axis=channel_axes).tolist(), "std": pixels.std(axis=channel_axes).tolist()},
+        "normalization": {
+            "mean": pixels.mean(axis=channel_axes).tolist(),
+            "std": pixels.std(axis=channel_axes).tolist(),
+        },
         "class_counts": {split: _class_counts(y, n_classes) for split, (_, y) in arrays.items()},
     }
     return Processed(arrays, meta)
 
 
-def process_table(table: Table, task: str, val_size: float, test_size: float, seed: int,
-                  missing: str = "fail") -> Processed:
+def process_table(
+    table: Table, task: str, val_size: float, test_size: float, seed: int, missing: str = "fail"
+) -> Processed:
     """Validate a table, then split it into seeded (and, for classification, stratified) train/val/test."""
     from pipeline.data.splits import holdout, holdout_count
 
@@ -90,7 +95,9 @@ def process_table(table: Table, task: str, val_size: float, test_size: float, se
     n_test = holdout_count(test_size, n, "preprocess.test_size")
     n_val = holdout_count(val_size, n, "preprocess.val_size")
     if n_test + n_val >= n:
-        raise DataConfigError(f"preprocess.val_size + test_size select {n_val + n_test} of {n} rows; nothing is left to train on")
+        raise DataConfigError(
+            f"preprocess.val_size + test_size select {n_val + n_test} of {n} rows; nothing is left to train on"
+        )
     rest, test_idx = holdout(n, n_test, seed, stratify, "preprocess.test_size")
     kept, held = holdout(len(rest), n_val, seed, None if stratify is None else stratify[rest], "preprocess.val_size")
     index = {"train": rest[kept], "val": rest[held], "test": test_idx}
@@ -119,8 +126,9 @@ def process_table(table: Table, task: str, val_size: float, test_size: float, se
     return Processed(arrays, meta)
 
 
-def preprocess_dataset(source: Source, name: str, task: str, raw_dir: Path, out_dir: Path,
-                       split: dict[str, Any]) -> dict[str, Any]:
+def preprocess_dataset(
+    source: Source, name: str, task: str, raw_dir: Path, out_dir: Path, split: dict[str, Any]
+) -> dict[str, Any]:
     """Load ``raw_dir`` through ``source``, split it, and write ``out_dir`` as one atomic folder."""
     from pipeline.data.sources import ImageData
 
@@ -131,15 +139,18 @@ def preprocess_dataset(source: Source, name: str, task: str, raw_dir: Path, out_
             raise DataConfigError(f"data.task={task!r}: image datasets are classification datasets")
         processed = process_images(loaded, split["val_size"], seed)
     else:
-        processed = process_table(loaded, task, split["val_size"], split["test_size"], seed,
-                                  split.get("missing", "fail"))
+        processed = process_table(
+            loaded, task, split["val_size"], split["test_size"], seed, split.get("missing", "fail")
+        )
     raw_files = sorted(p for p in raw_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     meta = {
         "format_version": FORMAT_VERSION,
         "name": name,
         **processed.meta,
-        "splits": {s: {"n": int(len(y)), "x_shape": list(x.shape), "x_dtype": str(x.dtype), "y_dtype": str(y.dtype)}
-                   for s, (x, y) in processed.arrays.items()},
+        "splits": {
+            s: {"n": len(y), "x_shape": list(x.shape), "x_dtype": str(x.dtype), "y_dtype": str(y.dtype)}
+            for s, (x, y) in processed.arrays.items()
+        },
         "split": dict(split),
         "sources": {p.name: {"sha256": file_digest(p, "sha256"), "bytes": p.stat().st_size} for p in raw_files},
     }
@@ -148,8 +159,7 @@ def preprocess_dataset(source: Source, name: str, task: str, raw_dir: Path, out_
             save_npy(tmp / f"{split_name}_x.npy", x)
             save_npy(tmp / f"{split_name}_y.npy", y)
         save_json(tmp / META_FILE, meta)
-    log.info("%s: wrote %s (%s)", name, out_dir,
-             ", ".join(f"{s} {m['n']}" for s, m in meta["splits"].items()))
+    log.info("%s: wrote %s (%s)", name, out_dir, ", ".join(f"{s} {m['n']}" for s, m in meta["splits"].items()))
     return meta
 
 
@@ -165,6 +175,8 @@ def load_split(processed_dir: Path, split: str, mmap: bool = False) -> tuple[np.
     """One split's (x, y) arrays; ``mmap=True`` maps them instead of reading them into memory."""
     if split not in SPLITS:
         raise DataConfigError(f"split {split!r} is not one of {', '.join(SPLITS)}")
-    mode = "r" if mmap else None
-    return (np.load(Path(processed_dir) / f"{split}_x.npy", mmap_mode=mode, allow_pickle=False),
-            np.load(Path(processed_dir) / f"{split}_y.npy", mmap_mode=mode, allow_pickle=False))
+    mode: Literal["r"] | None = "r" if mmap else None
+    return (
+        np.load(Path(processed_dir) / f"{split}_x.npy", mmap_mode=mode, allow_pickle=False),
+        np.load(Path(processed_dir) / f"{split}_y.npy", mmap_mode=mode, allow_pickle=False),
+    )

@@ -15,15 +15,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pipeline.atomic import atomic_open
 from pipeline.data.download import Checksum, fetch_file, file_digest, is_url
-from pipeline.data.errors import DataConfigError, DataFormatError
 from pipeline.data.idx import read_idx_pair
 from pipeline.data.synthetic import Generated
 from pipeline.data.table import Table, read_table
+from pipeline.errors import DataConfigError, DataError, DataFormatError, build
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ class ImageData:
 class Source(ABC):
     """Fetches a dataset's raw files into ``raw_dir`` and loads them back."""
 
-    kind: str  # "image" or "table"
-
     @abstractmethod
     def fetch(self, raw_dir: Path, mirror: str | None = None, timeout: float = 30.0) -> None:
         """Put every raw file in ``raw_dir``; leave nothing half-written on failure."""
@@ -53,6 +52,16 @@ class Source(ABC):
     @abstractmethod
     def load(self, raw_dir: Path) -> ImageData | Table:
         """Parse and validate the raw files."""
+
+
+def build_source(config: Any, dataset: str) -> Source:
+    """The ``data.source`` of a dataset config; a config mistake surfaces as a DataError naming the dataset."""
+    source = build(config, error=DataConfigError, where=f"data.source of dataset {dataset!r}")
+    if not isinstance(source, Source):
+        raise DataError(
+            f"data.source._target_ {config['_target_']!r} of dataset {dataset!r} is not a pipeline.data.sources.Source"
+        )
+    return source
 
 
 def _checksum(spec: Mapping[str, str], where: str) -> Checksum:
@@ -65,11 +74,16 @@ def _checksum(spec: Mapping[str, str], where: str) -> Checksum:
 class IdxImages(Source):
     """The four IDX files of an MNIST-like dataset, from a mirror or the public URLs."""
 
-    kind = "image"
     ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 
-    def __init__(self, folder: str, files: Mapping[str, Mapping[str, str]], class_names: Sequence[str],
-                 image_shape: Sequence[int] = (28, 28), urls: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        folder: str,
+        files: Mapping[str, Mapping[str, str]],
+        class_names: Sequence[str],
+        image_shape: Sequence[int] = (28, 28),
+        urls: Sequence[str] = (),
+    ) -> None:
         missing = [role for role in self.ROLES if role not in files]
         if missing:
             raise DataConfigError(f"source.files lacks {', '.join(missing)}; it needs all of {', '.join(self.ROLES)}")
@@ -82,8 +96,15 @@ class IdxImages(Source):
 
     def fetch(self, raw_dir: Path, mirror: str | None = None, timeout: float = 30.0) -> None:
         for role in self.ROLES:
-            fetch_file(self.files[role]["name"], raw_dir, self.checksums[role],
-                       folder=self.folder, mirror=mirror, urls=self.urls, timeout=timeout)
+            fetch_file(
+                self.files[role]["name"],
+                raw_dir,
+                self.checksums[role],
+                folder=self.folder,
+                mirror=mirror,
+                urls=self.urls,
+                timeout=timeout,
+            )
 
     def load(self, raw_dir: Path) -> ImageData:
         paths = {role: raw_dir / self.files[role]["name"] for role in self.ROLES}
@@ -107,8 +128,6 @@ class IdxImages(Source):
 class TableSource(Source):
     """A CSV table in ``raw_dir/table.csv``; subclasses decide how it gets there."""
 
-    kind = "table"
-
     def __init__(self, target: str | None = None, features: Sequence[str] | None = None, delimiter: str = ",") -> None:
         self.target = target
         self.features = list(features) if features is not None else None
@@ -128,7 +147,9 @@ class TableSource(Source):
         return read_table(path, target=target, features=self.features, delimiter=self.delimiter)
 
 
-def write_table_csv(dest: Path, x: np.ndarray, y: Sequence[object], feature_names: Sequence[str], target_name: str) -> None:
+def write_table_csv(
+    dest: Path, x: np.ndarray, y: Sequence[object], feature_names: Sequence[str], target_name: str
+) -> None:
     """Write features and target as CSV, atomically; floats keep 10 significant digits."""
     with atomic_open(dest, "w") as fh:
         writer = csv.writer(fh, lineterminator="\n")
@@ -142,9 +163,17 @@ def write_table_csv(dest: Path, x: np.ndarray, y: Sequence[object], feature_name
 class CsvTable(TableSource):
     """Any CSV, from a local path or a URL; its target column is declared in the config."""
 
-    def __init__(self, target: str, path: str | None = None, url: str | None = None,
-                 sha256: str | None = None, md5: str | None = None,
-                 features: Sequence[str] | None = None, delimiter: str = ",", folder: str | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        path: str | None = None,
+        url: str | None = None,
+        sha256: str | None = None,
+        md5: str | None = None,
+        features: Sequence[str] | None = None,
+        delimiter: str = ",",
+        folder: str | None = None,
+    ) -> None:
         super().__init__(target=target, features=features, delimiter=delimiter)
         if bool(path) == bool(url):
             raise DataConfigError("a CSV source needs exactly one of `path` (a local file) or `url`")
@@ -158,8 +187,15 @@ class CsvTable(TableSource):
             return
         assert self.url is not None
         base, _, name = self.url.rpartition("/")
-        fetched = fetch_file(name, raw_dir, self.checksum, folder=self.folder or "", mirror=mirror if self.folder else None,
-                             urls=[base], timeout=timeout)
+        fetched = fetch_file(
+            name,
+            raw_dir,
+            self.checksum,
+            folder=self.folder or "",
+            mirror=mirror if self.folder else None,
+            urls=[base],
+            timeout=timeout,
+        )
         fetched.replace(raw_dir / TABLE_FILE)
 
     def _copy_local(self, source: Path, dest: Path) -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from pipeline.data.errors import DataConfigError
+from pipeline.errors import DataConfigError
 
 
 def holdout_count(size: float, n: int, field: str) -> int:
     """A split size from the config as a row count: an int is a count, a float in (0, 1) a fraction of ``n``."""
     if isinstance(size, bool) or not isinstance(size, int | float):
         raise DataConfigError(f"{field} must be a row count or a fraction in (0, 1), got {size!r}")
-    count = int(round(size * n)) if isinstance(size, float) and 0 < size < 1 else size
+    count = round(size * n) if isinstance(size, float) and 0 < size < 1 else size
     if not isinstance(count, int) or not 0 < count < n:
         raise DataConfigError(f"{field}={size!r} must select between 1 and {n - 1} of the {n} rows available")
     return count

@@ -20,16 +20,28 @@ def _names(n: int) -> list[str]:
     return ["x"] if n == 1 else [f"x{i + 1}" for i in range(n)]
 
 
-def line(rng: np.random.Generator, n_samples: int = 200, w: float = 2.0, b: float = -1.0,
-         noise: float = 0.3, x_min: float = -2.0, x_max: float = 2.0) -> Generated:
+def line(
+    rng: np.random.Generator,
+    n_samples: int = 200,
+    w: float = 2.0,
+    b: float = -1.0,
+    noise: float = 0.3,
+    x_min: float = -2.0,
+    x_max: float = 2.0,
+) -> Generated:
     """A noisy line ``y = w*x + b + N(0, noise²)``: the fitted w and b should come back."""
     x = rng.uniform(x_min, x_max, size=(n_samples, 1))
     y = w * x[:, 0] + b + rng.normal(0.0, noise, size=n_samples)
     return x, y, _names(1), "y"
 
 
-def linear(rng: np.random.Generator, n_samples: int = 500, weights: Sequence[float] = (1.5, -2.0, 0.5),
-           bias: float = 0.7, noise: float = 0.2) -> Generated:
+def linear(
+    rng: np.random.Generator,
+    n_samples: int = 500,
+    weights: Sequence[float] = (1.5, -2.0, 0.5),
+    bias: float = 0.7,
+    noise: float = 0.2,
+) -> Generated:
     """A multivariate linear target ``y = X·w + b + noise`` with standard-normal features."""
     w = np.asarray(weights, dtype=np.float64)
     x = rng.normal(size=(n_samples, len(w)))
@@ -37,8 +49,14 @@ def linear(rng: np.random.Generator, n_samples: int = 500, weights: Sequence[flo
     return x, y, _names(len(w)), "y"
 
 
-def polynomial(rng: np.random.Generator, n_samples: int = 300, coefficients: Sequence[float] = (0.5, -1.0, -1.5, 1.0),
-               noise: float = 0.3, x_min: float = -2.0, x_max: float = 2.0) -> Generated:
+def polynomial(
+    rng: np.random.Generator,
+    n_samples: int = 300,
+    coefficients: Sequence[float] = (0.5, -1.0, -1.5, 1.0),
+    noise: float = 0.3,
+    x_min: float = -2.0,
+    x_max: float = 2.0,
+) -> Generated:
     """``y = c0 + c1*x + c2*x² + ... + noise``: a straight line underfits, polynomial features fit."""
     x = rng.uniform(x_min, x_max, size=(n_samples, 1))
     y = np.polynomial.polynomial.polyval(x[:, 0], np.asarray(coefficients, dtype=np.float64))
@@ -64,7 +82,9 @@ def circles(rng: np.random.Generator, n_samples: int = 600, noise: float = 0.08,
 
 
 def xor(rng: np.random.Generator, n_samples: int = 600, margin: float = 0.1, noise: float = 0.05) -> Generated:
-    """XOR quadrants: the label is 1 where x1 and x2 have the same sign. Points within ``margin`` of an axis are left out."""
+    """XOR quadrants: the label is 1 where x1 and x2 have the same sign.
+
+    Points within ``margin`` of an axis are left out."""
     x = rng.uniform(-1.0, 1.0, size=(4 * n_samples, 2))
     x = x[(np.abs(x) > margin).all(axis=1)][:n_samples]
     y = (np.sign(x[:, 0]) == np.sign(x[:, 1])).astype(np.int64)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.errors import DataConfigError, DataFormatError
+from pipeline.errors import DataConfigError, DataFormatError
 
 TASKS = ("regression", "classification")
 MISSING_POLICIES = ("fail", "drop", "impute")
@@ -69,6 +69,21 @@ def read_table(
 ) -> Table:
     """Read a CSV with a header row; every feature column must be numeric (missing cells allowed)."""
     path = Path(path)
+    header, body = _read_rows(path, delimiter)
+    features = _feature_columns(path, header, target, features)
+    target_idx = header.index(target)
+    return Table(
+        path=path,
+        feature_names=list(features),
+        target_name=target,
+        features=_parse_features(path, body, [header.index(name) for name in features], features),
+        target=[row[target_idx].strip() for row in body],
+        lines=np.arange(2, len(body) + 2, dtype=np.int64),
+    )
+
+
+def _read_rows(path: Path, delimiter: str) -> tuple[list[str], list[list[str]]]:
+    """The header and the data rows, every row as wide as the header."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.reader(fh, delimiter=delimiter))
     while rows and not any(cell.strip() for cell in rows[-1]):
@@ -78,6 +93,18 @@ def read_table(
     header = [name.strip() for name in rows[0]]
     if len(rows) == 1:
         raise DataFormatError(f"{path}: has a header ({', '.join(header)}) but no data rows")
+    ragged = [(i + 1, len(row)) for i, row in enumerate(rows) if len(row) != len(header)]
+    if ragged:
+        detail = "; ".join(f"line {n} has {k}" for n, k in ragged[:_MAX_LISTED])
+        raise DataFormatError(
+            f"{path}: ragged rows: the header has {len(header)} fields but {detail}"
+            + (f" ({len(ragged)} ragged rows in all)" if len(ragged) > _MAX_LISTED else "")
+        )
+    return header, rows[1:]
+
+
+def _feature_columns(path: Path, header: list[str], target: str, features: Sequence[str] | None) -> list[str]:
+    """The declared feature columns (default: every column but the target), each checked against the header."""
     if target not in header:
         raise DataFormatError(
             f"{path}: the target column {target!r} declared in the config is not in the header; "
@@ -90,17 +117,11 @@ def read_table(
         raise DataFormatError(f"{path}: feature column(s) {', '.join(unknown)} not in the header ({', '.join(header)})")
     if not features:
         raise DataFormatError(f"{path}: no feature columns besides the target {target!r}")
+    return list(features)
 
-    ragged = [(i + 1, len(row)) for i, row in enumerate(rows) if len(row) != len(header)]
-    if ragged:
-        detail = "; ".join(f"line {n} has {k}" for n, k in ragged[:_MAX_LISTED])
-        raise DataFormatError(
-            f"{path}: ragged rows: the header has {len(header)} fields but {detail}"
-            + (f" ({len(ragged)} ragged rows in all)" if len(ragged) > _MAX_LISTED else "")
-        )
 
-    body = rows[1:]
-    columns = [header.index(name) for name in features]
+def _parse_features(path: Path, body: list[list[str]], columns: list[int], features: Sequence[str]) -> np.ndarray:
+    """The feature cells as float64, NaN where a cell is missing; every other non-number is reported by line."""
     values = np.empty((len(body), len(columns)), dtype=np.float64)
     bad: list[str] = []
     for i, row in enumerate(body):
@@ -113,10 +134,7 @@ def read_table(
                 values[i, j] = float(cell)
             except ValueError:
                 values[i, j] = math.nan
-                if len(bad) < _MAX_LISTED:
-                    bad.append(f"line {i + 2}, column {features[j]!r}: {cell!r}")
-                else:
-                    bad.append("")
+                bad.append(f"line {i + 2}, column {features[j]!r}: {cell!r}" if len(bad) < _MAX_LISTED else "")
     if bad:
         listed = "; ".join(b for b in bad if b)
         raise DataFormatError(
@@ -124,15 +142,7 @@ def read_table(
             "Every feature column must hold numbers; encode categories as numbers or leave the column out "
             "of the config's `features` list"
         )
-    target_idx = header.index(target)
-    return Table(
-        path=path,
-        feature_names=list(features),
-        target_name=target,
-        features=values,
-        target=[row[target_idx].strip() for row in body],
-        lines=np.arange(2, len(body) + 2, dtype=np.int64),
-    )
+    return values
 
 
 def apply_missing_policy(table: Table, policy: str) -> Table:

@@ -1,12 +1,11 @@
 """What every supervised family shares: building the network for the data's shape, optimizers, NaN guard,
 and metric logging that costs nothing per step.
 
-Why not ``self.log(...)`` in every step, as Lightning's examples do: each call costs about a
-millisecond on a CPU (Lightning moves its result object to the value's device every call), so
-three calls a step made a small CNN's epoch 25 % slower than a plain loop. Here a step only
-updates torchmetrics accumulators (the loss's weighted mean and the family's metrics); their
-values are logged once per epoch, and the per-step loss curve goes straight to the loggers
-every ``trainer.log_every_n_steps`` steps. ``bench/`` measures the difference.
+Why not ``self.log(...)`` in every step, as Lightning's examples do: each call moves Lightning's
+result object to the value's device, which on a CPU costs more than a small network's step
+(docs/performance.md). Here a step only updates torchmetrics accumulators (the loss's weighted
+mean and the family's metrics); their values are logged once per epoch, and the per-step loss
+curve goes straight to the loggers every ``trainer.log_every_n_steps`` steps.
 """
 
 from __future__ import annotations
@@ -20,14 +19,10 @@ import torch
 from torch import nn
 from torchmetrics import MetricCollection
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ModelConfigError
 from pipeline.models.metrics import WeightedMean, log_step_values
 
 STAGES = ("train", "val", "test")
-
-
-class ModelConfigError(PipelineError, ValueError):
-    """The model config does not fit the data (shapes, classes) or the checkpoint."""
 
 
 class SupervisedModule(L.LightningModule):
@@ -47,17 +42,18 @@ class SupervisedModule(L.LightningModule):
     task: str = ""
     family: str = ""
 
-    def __init__(self, net: Callable[..., nn.Module], input_shape: Sequence[int], num_outputs: int,
-                 optimizer: Callable[..., torch.optim.Optimizer] | None,
-                 scheduler: Callable[..., Any] | None = None, scheduler_monitor: str = "val/loss",
-                 expected_input_shape: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        net: Callable[..., nn.Module],
+        input_shape: Sequence[int],
+        num_outputs: int,
+        optimizer: Callable[..., torch.optim.Optimizer] | None,
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_monitor: str = "val/loss",
+    ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         input_shape = tuple(int(d) for d in input_shape)
-        if expected_input_shape is not None and tuple(expected_input_shape) != input_shape:
-            raise ModelConfigError(
-                f"model.expected_input_shape={list(expected_input_shape)} does not match the dataset's input shape "
-                f"{list(input_shape)}")
         self.optimizer_factory = optimizer
         # Sample-weighted mean loss per stage, NaN kept (the guard must see it); torchmetrics
         # states are not saved in checkpoints, so old checkpoints load unchanged.
@@ -70,11 +66,13 @@ class SupervisedModule(L.LightningModule):
                 out = self.net(self.example_input_array)
         except (RuntimeError, ValueError) as exc:
             raise ModelConfigError(
-                f"the network cannot take the dataset's inputs of shape {list(input_shape)}: {exc}") from None
+                f"the network cannot take the dataset's inputs of shape {list(input_shape)}: {exc}"
+            ) from None
         if tuple(out.shape) != (2, num_outputs):
             raise ModelConfigError(
                 f"the network maps inputs of shape {list(input_shape)} to outputs of shape {list(out.shape[1:])}, "
-                f"expected [{num_outputs}]")
+                f"expected [{num_outputs}]"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -90,7 +88,8 @@ class SupervisedModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
-        if self.global_step % self.trainer.log_every_n_steps == 0:
+        # log_every_n_steps: set on the Trainer by Lightning's LoggerConnector, not declared by the class
+        if self.global_step % self.trainer.log_every_n_steps == 0:  # type: ignore[attr-defined]
             self._log_step_loss(loss)
         # After the epoch's last batch, not in on_train_epoch_end: callbacks' on_train_epoch_end hooks
         # (the epoch history) run before the module's, and must see this epoch's train/* values.
@@ -109,7 +108,8 @@ class SupervisedModule(L.LightningModule):
         if not math.isfinite(training_loss):
             raise FloatingPointError(
                 f"training loss is {training_loss} at step {self.global_step} (epoch {self.current_epoch}); "
-                "lower optimizer.lr or check the data for extreme values")
+                "lower optimizer.lr or check the data for extreme values"
+            )
 
     def _log_epoch(self, stage: str) -> None:
         """``<stage>/loss`` and the family's metrics over the epoch, then a fresh start for the next one."""
@@ -144,10 +144,16 @@ class SupervisedModule(L.LightningModule):
         # run's optimizer steps and is stepped after every batch; any other is stepped once per epoch.
         per_step = getattr(self.scheduler_factory, "keywords", {}).get("total_steps", 0) is None
         if per_step:
-            scheduler = self.scheduler_factory(optimizer=optimizer,
-                                               total_steps=int(self.trainer.estimated_stepping_batches))
+            scheduler = self.scheduler_factory(
+                optimizer=optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
+            )
         else:
             scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor,
-                                 "interval": "step" if per_step else "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": self.hparams["scheduler_monitor"],
+                "interval": "step" if per_step else "epoch",
+            },
+        }

@@ -8,10 +8,16 @@ import torch
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
-    BinaryAccuracy, BinaryAUROC, BinaryF1Score, MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score,
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryF1Score,
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
 )
 
-from pipeline.models.base import ModelConfigError, SupervisedModule
+from pipeline.errors import ModelConfigError
+from pipeline.models.base import SupervisedModule
 
 
 class ClassificationModule(SupervisedModule):
@@ -31,8 +37,12 @@ class ClassificationModule(SupervisedModule):
             metrics = MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()})
         else:
             self.loss_fn = nn.CrossEntropyLoss()
-            metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro"),
-                                        "f1": MulticlassF1Score(num_classes, average="macro")})
+            metrics = MetricCollection(
+                {
+                    "acc": MulticlassAccuracy(num_classes, average="micro"),
+                    "f1": MulticlassF1Score(num_classes, average="macro"),
+                }
+            )
         # One collection per stage, so train, val and test accumulate separately.
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")

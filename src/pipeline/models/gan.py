@@ -11,9 +11,9 @@ to draw it and where the frames go.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 from torchvision.utils import save_image
 
 from pipeline.atomic import atomic_open
-from pipeline.models.base import ModelConfigError
+from pipeline.errors import ModelConfigError
 from pipeline.models.gan_metrics import ClassScores, FeatureStats, Scorer, frechet_distance
 from pipeline.models.gan_networks import Discriminator, Generator
 from pipeline.models.metrics import WeightedMean, log_step_values
@@ -50,18 +50,31 @@ class GANModule(L.LightningModule):
 
     task = "classification"  # trains on labelled image datasets
     family = "gan"
-    # Hyperparameters older checkpoints recorded that no longer configure the module
-    # (pipeline.checkpoints.load_module drops them): the grid interval is GANProgress's now.
-    retired_hparams = frozenset({"sample_every_n_steps"})
+    fixed_noise: torch.Tensor  # buffers, registered in _fixed_inputs
+    fixed_labels: torch.Tensor
 
-    def __init__(self, generator: Callable[..., Generator], discriminator: Callable[..., Discriminator],
-                 input_shape: Sequence[int], num_classes: int,
-                 optimizer: Callable[..., torch.optim.Optimizer] | None,
-                 scheduler: Callable[..., Any] | None = None, latent_dim: int = 100, conditional: bool = False,
-                 aux_classifier: bool = False, aux_weight: float = 1.0, real_label: float = 1.0,
-                 grid_cols: int = 8, scorer_checkpoint: str | None = None,
-                 val_samples: int = 2000, test_samples: int = 10000, eval_batch_size: int = 1000,
-                 sample_seed: int = 0, ema_decay: float | None = None, latent_code: int = 0) -> None:
+    def __init__(
+        self,
+        generator: Callable[..., Generator],
+        discriminator: Callable[..., Discriminator],
+        input_shape: Sequence[int],
+        num_classes: int,
+        optimizer: Callable[..., torch.optim.Optimizer] | None,
+        scheduler: Callable[..., Any] | None = None,
+        latent_dim: int = 100,
+        conditional: bool = False,
+        aux_classifier: bool = False,
+        aux_weight: float = 1.0,
+        real_label: float = 1.0,
+        grid_cols: int = 8,
+        scorer_checkpoint: str | None = None,
+        val_samples: int = 2000,
+        test_samples: int = 10000,
+        eval_batch_size: int = 1000,
+        sample_seed: int = 0,
+        ema_decay: float | None = None,
+        latent_code: int = 0,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer", "scheduler"])
         self.automatic_optimization = False
@@ -75,47 +88,64 @@ class GANModule(L.LightningModule):
         if self.latent_code == 1 or self.latent_code < 0:
             raise ModelConfigError(f"model.latent_code must be 0 (none) or at least 2 categories, got {latent_code}")
         if self.latent_code and self.aux_classifier:
-            raise ModelConfigError("model.latent_code (InfoGAN) uses the discriminator's class head for its code: it "
-                                   "cannot be combined with model.conditional or model.aux_classifier")
+            raise ModelConfigError(
+                "model.latent_code (InfoGAN) uses the discriminator's class head for its code: it "
+                "cannot be combined with model.conditional or model.aux_classifier"
+            )
         # What the generator is conditioned on and the discriminator's class head predicts: the data's
         # classes (conditional GAN, auxiliary classifier) or the categories of the InfoGAN code.
         self.head_classes = self.latent_code or self.num_classes
-        try:
-            self.generator = generator(image_shape=self.image_shape, num_classes=self.head_classes,
-                                       latent_dim=latent_dim, conditional=conditional or bool(self.latent_code))
-            self.discriminator = discriminator(image_shape=self.image_shape, num_classes=self.head_classes,
-                                               conditional=self.aux_classifier or bool(self.latent_code))
-            self._check_shapes()
-        except (RuntimeError, ValueError) as exc:
-            raise ModelConfigError(
-                f"the GAN cannot be built for images of shape {list(self.image_shape)}: {exc}") from None
+        self._build_networks(generator, discriminator)
         if ema_decay is not None and not 0 < ema_decay < 1:
             raise ModelConfigError(f"model.ema_decay must be in (0, 1) or null, got {ema_decay}")
         # The generator that draws samples and is scored: an exponential moving average of the trained
         # one's weights (and batch-norm statistics) when ema_decay is set, which smooths out the
         # oscillation of adversarial training; the trained generator itself otherwise.
-        self.generator_ema = None
+        self.generator_ema: AveragedModel | None = None
         if ema_decay:
             self.generator_ema = AveragedModel(self.generator, avg_fn=_ema(ema_decay), use_buffers=True)
             self.generator_ema.requires_grad_(False)
-        # The same noise (and labels, or codes) every time, so successive grids show the generator's
-        # progress; one row per class (per code) when there are classes to draw.
-        rows = self.head_classes if self.generator.conditional else grid_cols
-        noise = torch.randn(rows * grid_cols, latent_dim, generator=torch.Generator().manual_seed(sample_seed))
-        self.register_buffer("fixed_noise", noise)
-        self.register_buffer("fixed_labels", torch.arange(rows).repeat_interleave(grid_cols), persistent=False)
-        # A dummy input for the model summary's layer input/output sizes (the generator's forward);
-        # labels given even for an InfoGAN code, so the summary draws no random numbers.
-        z = torch.zeros(2, latent_dim)
-        self.example_input_array = (z, torch.zeros(2, dtype=torch.long)) if self.generator.conditional else z
+        self._fixed_inputs(latent_dim, grid_cols, sample_seed)
         self.scorer: Scorer | None = None
         self._reset_real()
         # The epoch's sample-weighted mean of each loss (train/d_loss, train/g_loss); not saved in checkpoints.
         self.epoch_losses = torch.nn.ModuleDict({"d_loss": WeightedMean(), "g_loss": WeightedMean()})
 
+    def _build_networks(self, generator: Callable[..., Generator], discriminator: Callable[..., Discriminator]) -> None:
+        """Both networks for the data's image shape, run once on a dummy batch so a mismatch shows now."""
+        latent_dim = self.hparams["latent_dim"]
+        try:
+            self.generator = generator(
+                image_shape=self.image_shape,
+                num_classes=self.head_classes,
+                latent_dim=latent_dim,
+                conditional=self.conditional or bool(self.latent_code),
+            )
+            self.discriminator = discriminator(
+                image_shape=self.image_shape,
+                num_classes=self.head_classes,
+                conditional=self.aux_classifier or bool(self.latent_code),
+            )
+            self._check_shapes()
+        except (RuntimeError, ValueError) as exc:
+            raise ModelConfigError(
+                f"the GAN cannot be built for images of shape {list(self.image_shape)}: {exc}"
+            ) from None
+
+    def _fixed_inputs(self, latent_dim: int, grid_cols: int, sample_seed: int) -> None:
+        """The same noise (and labels, or codes) for every sample grid, so successive grids show the generator's
+        progress (one row per class, or code, when there are classes to draw); and the model summary's input."""
+        rows = self.head_classes if self.generator.conditional else grid_cols
+        noise = torch.randn(rows * grid_cols, latent_dim, generator=torch.Generator().manual_seed(sample_seed))
+        self.register_buffer("fixed_noise", noise)
+        self.register_buffer("fixed_labels", torch.arange(rows).repeat_interleave(grid_cols), persistent=False)
+        # labels given even for an InfoGAN code, so the summary draws no random numbers
+        z = torch.zeros(2, latent_dim)
+        self.example_input_array = (z, torch.zeros(2, dtype=torch.long)) if self.generator.conditional else z
+
     def _check_shapes(self) -> None:
         """Run both networks on a dummy batch, so a mismatch shows before training starts."""
-        z = torch.zeros(2, self.hparams.latent_dim)
+        z = torch.zeros(2, self.hparams["latent_dim"])
         labels = torch.zeros(2, dtype=torch.long) if self.generator.conditional else None
         with torch.no_grad():
             images = self.generator.eval()(z, labels)
@@ -130,7 +160,9 @@ class GANModule(L.LightningModule):
     @property
     def sampler(self) -> Generator:
         """The generator that draws samples: the moving average when ``ema_decay`` is set."""
-        return self.generator_ema.module if self.generator_ema is not None else self.generator
+        if self.generator_ema is None:
+            return self.generator
+        return cast(Generator, self.generator_ema.module)  # AveragedModel types its copy of the generator as Module
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [0, 1] drawn from noise ``z``: for the ``labels`` when conditional; with ``labels``
@@ -139,8 +171,9 @@ class GANModule(L.LightningModule):
             labels = self._generator_input(None, z.shape[0])
         return (self.sampler(z, labels if self.sampler.conditional else None) + 1) / 2
 
-    def _generator_input(self, labels: torch.Tensor | None, n: int,
-                         rng: torch.Generator | None = None) -> torch.Tensor | None:
+    def _generator_input(
+        self, labels: torch.Tensor | None, n: int, rng: torch.Generator | None = None
+    ) -> torch.Tensor | None:
         """What the generator is told to draw for ``n`` images: uniform random InfoGAN codes, the requested
         ``labels`` when conditional, or nothing."""
         if self.latent_code:
@@ -158,30 +191,36 @@ class GANModule(L.LightningModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"{name} loss is {loss.item()} at step {self.iterations} (epoch {self.current_epoch}); "
-                "lower optimizer.lr or check the data for extreme values")
+                "lower optimizer.lr or check the data for extreme values"
+            )
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         step = self.iterations  # batches trained before this one
         x, y = batch
         real = x * 2 - 1
         n = real.shape[0]
-        opt_g, opt_d = self.optimizers()
+        optimizers = self.optimizers()
+        assert isinstance(optimizers, list)  # two, from configure_optimizers
+        opt_g, opt_d = optimizers
         # conditional: the real batch's labels (the data's class balance); InfoGAN: random codes
         wanted = self._generator_input(y, n)
-        fake = self.generator(torch.randn(n, self.hparams.latent_dim, device=self.device), wanted)
-        ones = torch.full((n,), self.hparams.real_label, device=self.device)
+        fake = self.generator(torch.randn(n, self.hparams["latent_dim"], device=self.device), wanted)
+        ones = torch.full((n,), self.hparams["real_label"], device=self.device)
         zeros = torch.zeros(n, device=self.device)
 
         with self.toggled_optimizer(opt_d):
             real_logit, real_classes = self.discriminator(real)
             fake_logit, fake_codes = self.discriminator(fake.detach())
-            d_loss = (F.binary_cross_entropy_with_logits(real_logit, ones)
-                      + F.binary_cross_entropy_with_logits(fake_logit, zeros)) / 2
+            d_loss = (
+                F.binary_cross_entropy_with_logits(real_logit, ones)
+                + F.binary_cross_entropy_with_logits(fake_logit, zeros)
+            ) / 2
             if self.aux_classifier:  # real images only: a class loss on generated ones lets the head learn
                 # the generator's mistakes (it drew 4s for 9 and the head learnt to call them 9s)
-                d_loss = d_loss + self.hparams.aux_weight * F.cross_entropy(real_classes, y)
+                d_loss = d_loss + self.hparams["aux_weight"] * F.cross_entropy(real_classes, y)
             if self.latent_code:  # InfoGAN: read the code back from the generated image
-                d_loss = d_loss + self.hparams.aux_weight * F.cross_entropy(fake_codes, wanted)
+                assert wanted is not None  # random codes, from _generator_input
+                d_loss = d_loss + self.hparams["aux_weight"] * F.cross_entropy(fake_codes, wanted)
             self._finite(d_loss, "discriminator")
             opt_d.zero_grad()
             self.manual_backward(d_loss)
@@ -191,7 +230,7 @@ class GANModule(L.LightningModule):
             logit, classes = self.discriminator(fake)
             g_loss = F.binary_cross_entropy_with_logits(logit, torch.ones(n, device=self.device))
             if wanted is not None:  # draw what was asked for: the requested digit, or a readable code
-                g_loss = g_loss + self.hparams.aux_weight * F.cross_entropy(classes, wanted)
+                g_loss = g_loss + self.hparams["aux_weight"] * F.cross_entropy(classes, wanted)
             self._finite(g_loss, "generator")
             opt_g.zero_grad()
             self.manual_backward(g_loss)
@@ -204,14 +243,20 @@ class GANModule(L.LightningModule):
     def _log_losses(self, step: int, batch_idx: int, n: int, losses: dict[str, torch.Tensor]) -> None:
         """Epoch means weighted by batch size as ``train/<name>``, and the batch values as
         ``train/<name>_step`` every ``trainer.log_every_n_steps`` batches (like ``SupervisedModule``)."""
+        means = cast(Mapping[str, WeightedMean], self.epoch_losses)  # torch types a ModuleDict's values as Module
         for name, loss in losses.items():
-            self.epoch_losses[name].update(loss, weight=n)
-        if step % self.trainer.log_every_n_steps == 0:
+            means[name].update(loss, weight=n)
+        # log_every_n_steps: set on the Trainer by Lightning's LoggerConnector, not declared by the class
+        if step % self.trainer.log_every_n_steps == 0:  # type: ignore[attr-defined]
             log_step_values(self, {f"train/{name}_step": float(loss) for name, loss in losses.items()}, step)
         if batch_idx + 1 >= self.trainer.num_training_batches:
-            self.log_dict({f"train/{name}": mean.compute() for name, mean in self.epoch_losses.items()},
-                          prog_bar=True, on_step=False, on_epoch=True)
-            for mean in self.epoch_losses.values():
+            self.log_dict(
+                {f"train/{name}": mean.compute() for name, mean in means.items()},
+                prog_bar=True,
+                on_step=False,
+                on_epoch=True,
+            )
+            for mean in means.values():
                 mean.reset()
 
     def on_train_epoch_end(self) -> None:
@@ -232,8 +277,10 @@ class GANModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise ModelConfigError("this model was rebuilt for inference (optimizer=None) and cannot be trained")
-        optimizers = [self.optimizer_factory(params=self.generator.parameters()),
-                      self.optimizer_factory(params=self.discriminator.parameters())]
+        optimizers = [
+            self.optimizer_factory(params=self.generator.parameters()),
+            self.optimizer_factory(params=self.discriminator.parameters()),
+        ]
         if self.scheduler_factory is None:
             return optimizers
         return optimizers, [self.scheduler_factory(optimizer=o) for o in optimizers]
@@ -258,30 +305,35 @@ class GANModule(L.LightningModule):
         During training the ``GANProgress`` callback draws the grids instead.
         """
         with atomic_open(path, "wb") as fh:
-            save_image(self.sample_grid(), fh, nrow=self.hparams.grid_cols, format="png", padding=2)
+            save_image(self.sample_grid(), fh, nrow=self.hparams["grid_cols"], format="png", padding=2)
 
     # --- scoring ----------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        if getattr(self.trainer.datamodule, "normalize", False):
+        # datamodule: set on the Trainer by Lightning's DataConnector, not declared by the class
+        spec = getattr(self.trainer.datamodule, "spec", None)  # type: ignore[attr-defined]
+        if spec is not None and spec.normalize:
             raise ModelConfigError("a GAN needs images in [0, 1]: set data.datamodule.normalize=false")
-        path = self.hparams.scorer_checkpoint
+        path = self.hparams["scorer_checkpoint"]
         if path and self.scorer is None:
             if not Path(path).is_file():
                 raise ModelConfigError(
                     f"model.scorer_checkpoint={path} does not exist: train the MNIST classifier first "
                     "(dvc repro train@mnist_cnn writes experiments/mnist_cnn/model.ckpt), point "
                     "model.scorer_checkpoint at another classifier checkpoint, or set it to null to train without "
-                    "scores (then also callbacks.model_checkpoint.monitor=null)")
+                    "scores (then also callbacks.model_checkpoint.monitor=null)"
+                )
             scorer = Scorer.from_checkpoint(path)
             if scorer.input_shape != self.image_shape:
                 raise ModelConfigError(
                     f"the scorer {path} takes images of shape {list(scorer.input_shape)}, the GAN draws "
-                    f"{list(self.image_shape)}")
+                    f"{list(self.image_shape)}"
+                )
             self.scorer = scorer
 
     def _reset_real(self) -> None:
-        self._real_stats, self._real_scores, self._real_labels = FeatureStats(), ClassScores(), []
+        self._real_stats, self._real_scores = FeatureStats(), ClassScores()
+        self._real_labels: list[torch.Tensor] = []
 
     def _score_real(self, batch: Any) -> None:
         if self.scorer is None:
@@ -297,12 +349,12 @@ class GANModule(L.LightningModule):
         if self.scorer is None or self._real_stats.n < 2:
             self._reset_real()
             return
-        rng = torch.Generator().manual_seed(self.hparams.sample_seed + 1)
+        rng = torch.Generator().manual_seed(self.hparams["sample_seed"] + 1)
         real_labels = torch.cat(self._real_labels)
         fake_stats, fake_scores = FeatureStats(), ClassScores()
-        for start in range(0, n_samples, self.hparams.eval_batch_size):
-            m = min(self.hparams.eval_batch_size, n_samples - start)
-            z = torch.randn(m, self.hparams.latent_dim, generator=rng).to(self.device)
+        for start in range(0, n_samples, self.hparams["eval_batch_size"]):
+            m = min(self.hparams["eval_batch_size"], n_samples - start)
+            z = torch.randn(m, self.hparams["latent_dim"], generator=rng).to(self.device)
             labels = real_labels[torch.randint(len(real_labels), (m,), generator=rng)].to(self.device)
             features, probs = self.scorer(self(z, self._generator_input(labels, m, rng)))
             fake_stats.update(features)
@@ -321,7 +373,7 @@ class GANModule(L.LightningModule):
         self._score_real(batch)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_scores("val", self.hparams.val_samples)
+        self._log_scores("val", self.hparams["val_samples"])
 
     def on_test_epoch_start(self) -> None:
         self._reset_real()
@@ -330,13 +382,14 @@ class GANModule(L.LightningModule):
         self._score_real(batch)
 
     def on_test_epoch_end(self) -> None:
-        self._log_scores("test", self.hparams.test_samples)
+        self._log_scores("test", self.hparams["test_samples"])
 
 
-def _ema(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+def _ema(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | int], torch.Tensor]:
     """AveragedModel's update for an exponential moving average whose decay warms up as
     (1 + n) / (10 + n) towards ``decay``, so early samples are not dominated by the random start."""
-    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor | int) -> torch.Tensor:
         n = float(num_averaged)
         beta = min(decay, (1 + n) / (10 + n))
         return beta * averaged + (1 - beta) * current

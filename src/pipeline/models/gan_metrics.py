@@ -19,18 +19,12 @@ torchmetrics (the trace of sqrt(Σ₁Σ₂) from the eigenvalues of Σ₁Σ₂),
 exp(H(mean p) − mean H(p)), which is exp(mean KL) rewritten so it streams; the tests check
 both against torchmetrics on the same features.
 
-The floor (what real data scores against real data) comes from the command line::
-
-    python -m pipeline.models.gan_metrics <classifier.ckpt> datasets/processed/mnist [--classes 8]
-
-which prints the Fréchet distance of real train vs real test features and the Inception
-Score of the real test and train sets (JSON).
+The floor (what real data scores against real data, ``real_floor``) is printed by
+``python -m pipeline.gan_floor``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,9 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.checkpoints import load_module
 from pipeline.data.processed import load_split
-from pipeline.models.base import ModelConfigError
+from pipeline.data.spec import DatasetSpec, ModelInput
+from pipeline.errors import ModelConfigError
+from pipeline.models.checkpoints import load_module
 
 
 class FeatureStats:
@@ -60,9 +55,11 @@ class FeatureStats:
 
     def update(self, features: torch.Tensor) -> None:
         f = features.detach().flatten(1).to("cpu", torch.float64)
-        if self.total is None:
-            self.total, self.outer = torch.zeros(f.shape[1], dtype=torch.float64), torch.zeros(
-                f.shape[1], f.shape[1], dtype=torch.float64)
+        if self.total is None or self.outer is None:  # the first batch: both start together
+            self.total, self.outer = (
+                torch.zeros(f.shape[1], dtype=torch.float64),
+                torch.zeros(f.shape[1], f.shape[1], dtype=torch.float64),
+            )
         self.n += f.shape[0]
         self.total += f.sum(dim=0)
         self.outer += f.T @ f
@@ -140,44 +137,37 @@ def class_accuracy(probs: torch.Tensor, requested: torch.Tensor) -> float:
 class Scorer:
     """A trained classifier split into its penultimate features and its last layer.
 
-    Takes images in [0, 1] and applies the classifier's own input normalisation (the
-    dataset statistics it was trained with), so GAN samples are fed exactly as real digits
-    were. Deliberately not an ``nn.Module``: assigned to a LightningModule it stays out of
-    the GAN's state dict and checkpoints.
+    Takes images in [0, 1] and applies the classifier's own input normalisation (its dataset's
+    ``ModelInput``), so GAN samples are fed exactly as real digits were. Deliberately not an
+    ``nn.Module``: assigned to a LightningModule it stays out of the GAN's state dict and checkpoints.
     """
 
-    def __init__(self, net: nn.Module, input_shape: Sequence[int], normalization: dict[str, Any] | None) -> None:
+    def __init__(self, net: nn.Module, spec: DatasetSpec) -> None:
         if not isinstance(net, nn.Sequential) or not isinstance(net[-1], nn.Linear) or len(net) < 2:
             raise ModelConfigError(
                 f"the scorer must be a classifier whose net is an nn.Sequential ending in nn.Linear (the penultimate "
-                f"layer gives the features); got {type(net).__name__}")
+                f"layer gives the features); got {type(net).__name__}"
+            )
         self.features = net[:-1].eval().requires_grad_(False)
         self.head = net[-1].eval().requires_grad_(False)
-        self.input_shape = tuple(int(d) for d in input_shape)
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(normalization["mean"], dtype=torch.float32).reshape(shape) if normalization else None
-        self.std = torch.tensor(normalization["std"], dtype=torch.float32).reshape(shape) if normalization else None
+        self.input_shape = spec.input_shape
+        self.model_input = ModelInput(spec)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> Scorer:
         module, record = load_module(path, family="classification")
-        data = record["data"]
-        return cls(module.net, data["input_shape"], data["normalization"] if data["normalize"] else None)
+        return cls(module.get_submodule("net"), DatasetSpec.from_record(record["data"]))
 
     def to(self, device: torch.device | str) -> Scorer:
         self.features.to(device)
         self.head.to(device)
-        if self.mean is not None and self.std is not None:
-            self.mean, self.std = self.mean.to(device), self.std.to(device)
+        self.model_input.to(device)
         return self
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Penultimate features and class probabilities of images in [0, 1]."""
-        x = images.float()
-        if self.mean is not None and self.std is not None:
-            x = (x - self.mean) / self.std
-        features = self.features(x)
+        features = self.features(self.model_input.normalize(images.float()))
         logits = self.head(features)
         if logits.shape[1] == 1:  # a binary classifier's single logit
             p = torch.sigmoid(logits)
@@ -189,16 +179,17 @@ def score_images(scorer: Scorer, batches: Iterable[torch.Tensor]) -> tuple[Featu
     """Feature statistics and class scores of batches of images in [0, 1] (uint8 batches are scaled)."""
     stats, scores = FeatureStats(), ClassScores()
     for images in batches:
-        if images.dtype == torch.uint8:
-            images = images.float() / 255.0
+        if images.dtype == torch.uint8:  # raw pixels: into [0, 1] as the classifier's data were
+            images = scorer.model_input.scale(images)
         features, probs = scorer(images)
         stats.update(features)
         scores.update(probs)
     return stats, scores
 
 
-def real_floor(scorer: Scorer, processed_dir: str | Path, classes: Sequence[int] | None = None,
-               batch_size: int = 1000) -> dict[str, float]:
+def real_floor(
+    scorer: Scorer, processed_dir: str | Path, classes: Sequence[int] | None = None, batch_size: int = 1000
+) -> dict[str, float]:
     """What real data scores: Fréchet distance of real train vs real test features, IS of each real split.
 
     A generator cannot be expected to beat these; they put a GAN's figures in proportion.
@@ -211,22 +202,10 @@ def real_floor(scorer: Scorer, processed_dir: str | Path, classes: Sequence[int]
         images = torch.from_numpy(np.ascontiguousarray(x))
         stats, scores = score_images(scorer, images.split(batch_size))
         results[split] = (stats, scores, len(images))
-    return {"fid_train_vs_test": frechet_distance(results["train"][0], results["test"][0]),
-            "is_test": results["test"][1].inception_score(), "is_train": results["train"][1].inception_score(),
-            "n_train": results["train"][2], "n_test": results["test"][2]}
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.models.gan_metrics",
-        description="The floor of the classifier-based GAN scores: real data against real data.")
-    parser.add_argument("checkpoint", help="a classifier checkpoint written by pipeline.train (the scorer)")
-    parser.add_argument("processed_dir", help="a preprocessed image dataset, e.g. datasets/processed/mnist")
-    parser.add_argument("--classes", type=int, nargs="+", help="keep only these classes (e.g. 8 for a one-digit GAN)")
-    args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
-    print(json.dumps(real_floor(Scorer.from_checkpoint(args.checkpoint), args.processed_dir, args.classes), indent=2))
-
-
-if __name__ == "__main__":
-    main()
+    return {
+        "fid_train_vs_test": frechet_distance(results["train"][0], results["test"][0]),
+        "is_test": results["test"][1].inception_score(),
+        "is_train": results["train"][1].inception_score(),
+        "n_train": results["train"][2],
+        "n_test": results["test"][2],
+    }

@@ -70,9 +70,14 @@ def _embed_dim(conditional: bool, embed_dim: int | None, num_classes: int) -> in
     return int(embed_dim) if embed_dim else num_classes
 
 
-def mlp_generator(image_shape: Sequence[int], num_classes: int, latent_dim: int = 100,
-                  hidden: Sequence[int] = (256, 512), conditional: bool = False,
-                  embed_dim: int | None = None) -> Generator:
+def mlp_generator(
+    image_shape: Sequence[int],
+    num_classes: int,
+    latent_dim: int = 100,
+    hidden: Sequence[int] = (256, 512),
+    conditional: bool = False,
+    embed_dim: int | None = None,
+) -> Generator:
     """The course's plain GAN generator: noise → 256 → 512 → pixels, LeakyReLU(0.2), tanh output."""
     embed = _embed_dim(conditional, embed_dim, num_classes)
     layers: list[nn.Module] = []
@@ -84,8 +89,13 @@ def mlp_generator(image_shape: Sequence[int], num_classes: int, latent_dim: int 
     return Generator(nn.Sequential(*layers), latent_dim, num_classes, embed)
 
 
-def mlp_discriminator(image_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (512, 256),
-                      dropout: float = 0.0, conditional: bool = False) -> Discriminator:
+def mlp_discriminator(
+    image_shape: Sequence[int],
+    num_classes: int,
+    hidden: Sequence[int] = (512, 256),
+    dropout: float = 0.0,
+    conditional: bool = False,
+) -> Discriminator:
     """The course's plain GAN discriminator: pixels → 512 → 256 → logit, LeakyReLU(0.2)."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = _size(image_shape)
@@ -105,8 +115,14 @@ def _quarter(image_shape: Sequence[int]) -> tuple[int, int, int]:
     return channels, height // 4, width // 4
 
 
-def dcgan_generator(image_shape: Sequence[int], num_classes: int, latent_dim: int = 100, width: int = 16,
-                    conditional: bool = False, embed_dim: int | None = None) -> Generator:
+def dcgan_generator(
+    image_shape: Sequence[int],
+    num_classes: int,
+    latent_dim: int = 100,
+    width: int = 16,
+    conditional: bool = False,
+    embed_dim: int | None = None,
+) -> Generator:
     """DCGAN generator: Linear → 4w×H/4×W/4, two stride-2 transposed convs (4w → 2w → w), a 3×3 conv to the
     image channels, tanh; batch norm and ReLU after every layer but the last.
 
@@ -119,19 +135,30 @@ def dcgan_generator(image_shape: Sequence[int], num_classes: int, latent_dim: in
     channels, h, w = _quarter(image_shape)
     embed = _embed_dim(conditional, embed_dim, num_classes)
     body = nn.Sequential(
-        nn.Linear(latent_dim + embed, 4 * width * h * w, bias=False), nn.BatchNorm1d(4 * width * h * w), nn.ReLU(),
+        nn.Linear(latent_dim + embed, 4 * width * h * w, bias=False),
+        nn.BatchNorm1d(4 * width * h * w),
+        nn.ReLU(),
         nn.Unflatten(1, (4 * width, h, w)),
         nn.ConvTranspose2d(4 * width, 2 * width, kernel_size=4, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(2 * width), nn.ReLU(),
+        nn.BatchNorm2d(2 * width),
+        nn.ReLU(),
         nn.ConvTranspose2d(2 * width, width, kernel_size=4, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(width), nn.ReLU(),
-        nn.Conv2d(width, channels, kernel_size=3, padding=1), nn.Tanh(),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.Conv2d(width, channels, kernel_size=3, padding=1),
+        nn.Tanh(),
     )
     return Generator(body, latent_dim, num_classes, embed)
 
 
-def dcgan_discriminator(image_shape: Sequence[int], num_classes: int, width: int = 32, batch_norm: bool = True,
-                        dropout: float = 0.0, conditional: bool = False) -> Discriminator:
+def dcgan_discriminator(
+    image_shape: Sequence[int],
+    num_classes: int,
+    width: int = 32,
+    batch_norm: bool = True,
+    dropout: float = 0.0,
+    conditional: bool = False,
+) -> Discriminator:
     """DCGAN discriminator: two stride-2 4×4 convs (C → w → 2w, LeakyReLU(0.2), batch norm on the second
     as in DCGAN), flattened into the heads."""
     channels, h, w = _quarter(image_shape)

@@ -17,6 +17,8 @@ class WeightedMean(Metric):
     """Σ value·weight / Σ weight over an epoch (summed across processes under DDP); NaN stays NaN."""
 
     full_state_update = False
+    total: torch.Tensor  # states, added in __init__
+    weight: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()

@@ -10,8 +10,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
-                                           "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "leaky_relu": nn.LeakyReLU,
+}
 
 
 def _activation(name: str) -> nn.Module:
@@ -27,8 +32,13 @@ def _flat_size(input_shape: Sequence[int]) -> int:
     return size
 
 
-def mlp(input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int] = (100,),
-        activation: str = "relu", dropout: float = 0.0) -> nn.Sequential:
+def mlp(
+    input_shape: Sequence[int],
+    num_outputs: int,
+    hidden: Sequence[int] = (100,),
+    activation: str = "relu",
+    dropout: float = 0.0,
+) -> nn.Sequential:
     """Flatten → (Linear → activation [→ dropout]) per hidden size → Linear. ``hidden=[]`` is a linear model."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = _flat_size(input_shape)
@@ -77,11 +87,17 @@ def lenet(input_shape: Sequence[int], num_outputs: int) -> nn.Sequential:
     """LeNet-5 style: two conv + max-pool blocks, then 120 → 84 → outputs."""
     channels, height, width = input_shape
     return nn.Sequential(
-        nn.Conv2d(channels, 6, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(channels, 6, kernel_size=5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, kernel_size=5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(16 * ((height // 2 - 4) // 2) * ((width // 2 - 4) // 2), 120), nn.ReLU(),
-        nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(16 * ((height // 2 - 4) // 2) * ((width // 2 - 4) // 2), 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
         nn.Linear(84, num_outputs),
     )
 
@@ -90,8 +106,14 @@ def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
-def strong_cnn(input_shape: Sequence[int], num_outputs: int, width: int = 32, dropout: float = 0.25,
-               convs: Sequence[int] = (2, 2, 1), pool: int = 1) -> nn.Sequential:
+def strong_cnn(
+    input_shape: Sequence[int],
+    num_outputs: int,
+    width: int = 32,
+    dropout: float = 0.25,
+    convs: Sequence[int] = (2, 2, 1),
+    pool: int = 1,
+) -> nn.Sequential:
     """A compact VGG-style net (conv-BN-ReLU, max-pool) for accuracy, then an average-pooled linear head.
 
     Three stages of ``width``, ``2·width`` and ``4·width`` channels with ``convs[i]`` 3×3 convs
@@ -110,5 +132,10 @@ def strong_cnn(input_shape: Sequence[int], num_outputs: int, width: int = 32, dr
         for _ in range(count):
             layers += _conv_block(c_in, width * 2**stage)
             c_in = width * 2**stage
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(pool), nn.Flatten(), nn.Dropout(dropout),
-                         nn.Linear(c_in * pool * pool, num_outputs))
+    return nn.Sequential(
+        *layers,
+        nn.AdaptiveAvgPool2d(pool),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(c_in * pool * pool, num_outputs),
+    )

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
-from pipeline.models.base import ModelConfigError, SupervisedModule
+from pipeline.data.spec import DatasetSpec
+from pipeline.errors import ModelConfigError
+from pipeline.models.base import SupervisedModule
 
 LOSSES = {"mse": nn.MSELoss, "mae": nn.L1Loss, "huber": nn.HuberLoss}
 
@@ -44,28 +45,27 @@ class RegressionModule(SupervisedModule):
     def fitted_line(self) -> dict[str, float]:
         """``fit/w`` and ``fit/b`` of a purely affine net in the data's raw units (a student compares them with
         the line the data was drawn from); nothing for other nets or without the datamodule's scaling."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "meta"):
+        spec = getattr(getattr(self.trainer, "datamodule", None), "spec", None)
+        if spec is None:
             return {}
-        normalization = datamodule.meta["normalization"] if datamodule.normalize else None
-        return fitted_affine(self.net, normalization) or {}
+        return fitted_affine(self.net, spec) or {}
 
 
-def fitted_affine(net: nn.Module, normalization: Mapping[str, Sequence[float]] | None) -> dict[str, float] | None:
+def fitted_affine(net: nn.Module, spec: DatasetSpec) -> dict[str, float] | None:
     """``w`` and ``b`` of a purely affine regression net, in the data's raw units; None for other nets.
 
-    Training sees standardised features ``(x - mean) / std``; a layer ``w'·x_std + b'`` is
-    ``(w'/std)·x + (b' - Σ w'·mean/std)`` on raw inputs, which is what a student compares with
-    the line the data was drawn from.
+    Training sees standardised features ``(x - mean) / std`` (when ``spec.normalize``); a layer
+    ``w'·x_std + b'`` is ``(w'/std)·x + (b' - Σ w'·mean/std)`` on raw inputs, which is what a
+    student compares with the line the data was drawn from.
     """
     layers = [m for m in net.modules() if len(list(m.children())) == 0 and not isinstance(m, nn.Flatten)]
     if len(layers) != 1 or not isinstance(layers[0], nn.Linear) or layers[0].out_features != 1:
         return None
     weight = layers[0].weight.detach().double()[0]
     bias = float(layers[0].bias.detach().double()[0]) if layers[0].bias is not None else 0.0
-    if normalization is not None:
-        mean = torch.tensor(normalization["mean"], dtype=torch.float64).flatten()
-        std = torch.tensor(normalization["std"], dtype=torch.float64).flatten()
+    if spec.normalize:
+        mean = torch.tensor(spec.mean, dtype=torch.float64).flatten()
+        std = torch.tensor(spec.std, dtype=torch.float64).flatten()
         bias -= float((weight * mean / std).sum())
         weight = weight / std
     if weight.numel() == 1:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
@@ -24,10 +24,17 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.errors import ConfigError
 from pipeline.tracking.model import servable
 from pipeline.tracking.provenance import environment_tags, source_tags
 from pipeline.tracking.run import (
-    MODEL_FORMATS, RUN_NAME_TAG, TrackedRun, default_artifact_location, flatten, open_store, run_of_checkpoint,
+    MODEL_FORMATS,
+    RUN_NAME_TAG,
+    TrackedRun,
+    default_artifact_location,
+    flatten,
+    open_store,
+    run_of_checkpoint,
     sweep_job_tags,
 )
 
@@ -41,17 +48,30 @@ class PipelineMLFlowLogger(MLFlowLogger):
     (``pipeline.tracking.run.MODEL_FORMATS``). A local store keeps artifacts beside its database.
     """
 
-    def __init__(self, tracking_uri: str, experiment_name: str, run_name: str | None = None,
-                 artifact_location: str | None = None, pytorch_model: bool = True, model_format: str = "pt2",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_name: str,
+        run_name: str | None = None,
+        artifact_location: str | None = None,
+        pytorch_model: bool = True,
+        model_format: str = "pt2",
+        **kwargs: Any,
+    ) -> None:
         if model_format not in MODEL_FORMATS:
-            raise ValueError(f"logger.mlflow.model_format={model_format!r}: expected one of {', '.join(MODEL_FORMATS)}")
+            expected = ", ".join(MODEL_FORMATS)
+            raise ConfigError(f"logger.mlflow.model_format={model_format!r}: expected one of {expected}")
         if kwargs.get("log_model"):
-            raise ValueError("logger.mlflow.log_model: the pipeline logs the best checkpoint itself (keep it false)")
+            raise ConfigError("logger.mlflow.log_model: the pipeline logs the best checkpoint itself (keep it false)")
         open_store(tracking_uri)  # created and migrated under a lock before Lightning's client (every rank's) opens it
         location = artifact_location or default_artifact_location(tracking_uri, experiment_name)
-        super().__init__(tracking_uri=tracking_uri, experiment_name=experiment_name, run_name=run_name,
-                         artifact_location=location, **kwargs)
+        super().__init__(
+            tracking_uri=tracking_uri,
+            experiment_name=experiment_name,
+            run_name=run_name,
+            artifact_location=location,
+            **kwargs,
+        )
         self.tracking_uri, self.experiment_name, self.run_name = tracking_uri, experiment_name, run_name
         self.pytorch_model, self.model_format = pytorch_model, model_format
         self.run: TrackedRun | None = None
@@ -104,13 +124,13 @@ class RunOutcome:
 
 
 @contextlib.contextmanager
-def track_run(trainer: L.Trainer, cfg: DictConfig, datamodule: Any,
-              resume_from: str | None = None) -> Iterator[RunOutcome]:
+def track_run(
+    trainer: L.Trainer, cfg: DictConfig, datamodule: Any, resume_from: str | None = None
+) -> Iterator[RunOutcome]:
     """Start (or, resuming from a checkpoint of a tracked run, continue) the run of every MLflow logger of
     ``trainer`` with tags and config; end each FINISHED when the block completes, KILLED when it was
     interrupted (Ctrl+C, SIGTERM), FAILED on any error. Rank zero only; nothing without an MLflow logger."""
-    trackers = [lg for lg in trainer.loggers if isinstance(lg, PipelineMLFlowLogger)] if trainer.is_global_zero \
-        else []
+    trackers = [lg for lg in trainer.loggers if isinstance(lg, PipelineMLFlowLogger)] if trainer.is_global_zero else []
     try:
         if trackers:
             continue_run_id = run_of_checkpoint(resume_from) if resume_from else None
@@ -141,7 +161,7 @@ def _end_all(trackers: list[PipelineMLFlowLogger], status: str) -> None:
             continue
         try:
             tracker.run.end(status)
-        except Exception:  # noqa: BLE001 - a store that fails now must not hide why the run ended
+        except Exception:
             log.exception("could not end MLflow run %s as %s", tracker.run.run_id, status)
 
 
@@ -154,5 +174,7 @@ def experiment_preset() -> str | None:
 
 def composed_config(cfg: DictConfig) -> dict[str, Any]:
     """The run's config as plain values, resolved, without Hydra's own section (when a test composed it in)."""
-    return {key: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-            for key, node in ((k, cfg[k]) for k in cfg if k != "hydra")}
+    return {  # a composed config's top-level keys are strings (Hydra's groups and options)
+        cast(str, key): OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        for key, node in ((k, cfg[k]) for k in cfg if k != "hydra")
+    }

@@ -23,12 +23,28 @@ from omegaconf import DictConfig
 # MLflow refuses tag values over 8,000 characters; ours are short, but a path may not be.
 MAX_TAG_LENGTH = 5000
 # CPU flags that select kernels in torch/oneDNN/BLAS: the ones worth comparing between machines.
-KERNEL_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-                "avx512_bf16", "amx_tile", "amx_bf16", "neon", "asimd", "sve")
+KERNEL_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_bf16",
+    "neon",
+    "asimd",
+    "sve",
+)
 
 
 def git_state(root: str | Path) -> dict[str, str]:
     """The commit checked out in ``root`` and whether tracked files differ from it ('unknown' outside git)."""
+
     def git(*args: str) -> str | None:
         try:
             result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
@@ -60,7 +76,8 @@ def source_tags(cfg: DictConfig, meta: Mapping[str, Any], experiment: str | None
 
 def cpu_model_and_flags() -> tuple[str, list[str]]:
     """The CPU's model name and its kernel-selecting flags (from /proc/cpuinfo; the platform's name elsewhere)."""
-    model, flags = platform.processor() or platform.machine(), set()
+    model = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:

@@ -136,15 +136,17 @@ def reap_dead_runs(client: Any, experiment_ids: Sequence[str] | None = None) -> 
 class TrackedRun:
     """One MLflow run of this process, from its start (or continuation) to its final status."""
 
-    def __init__(self, client: Any, tracking_uri: str, run_id: str, experiment_id: str,
-                 continued: bool = False) -> None:
+    def __init__(
+        self, client: Any, tracking_uri: str, run_id: str, experiment_id: str, continued: bool = False
+    ) -> None:
         self.client, self.tracking_uri = client, tracking_uri
         self.run_id, self.experiment_id = run_id, experiment_id
         self.continued = continued  # a resumed training's run, set RUNNING again
 
     @classmethod
-    def start(cls, tracking_uri: str, experiment_name: str, tags: Mapping[str, str],
-              continue_run_id: str | None = None) -> TrackedRun:
+    def start(
+        cls, tracking_uri: str, experiment_name: str, tags: Mapping[str, str], continue_run_id: str | None = None
+    ) -> TrackedRun:
         """A new run with ``tags``, or the run ``continue_run_id`` set RUNNING again (a resumed training)."""
         from mlflow.tracking.context.registry import resolve_tags
 
@@ -154,8 +156,9 @@ class TrackedRun:
         tags = {**redact(dict(tags)), PROCESS_TAG: process_identity()}
         run_id = _continuable(client, continue_run_id, experiment) if continue_run_id else None
         if run_id is None:
-            return cls(client, tracking_uri, client.create_run(experiment, tags=resolve_tags(tags)).info.run_id,
-                       experiment)
+            return cls(
+                client, tracking_uri, client.create_run(experiment, tags=resolve_tags(tags)).info.run_id, experiment
+            )
         # this process's identity first: a run RUNNING under a dead one would be reaped meanwhile
         continued = {k: v for k, v in tags.items() if k not in (RUN_NAME_TAG, PARENT_TAG)}
         _log_tags(client, run_id, {**continued, "pipeline.resumed": "true"})
@@ -190,7 +193,7 @@ class TrackedRun:
         logged = self.client.get_run(self.run_id).data.params
         new = [Param(key, value) for key, value in values.items() if key not in logged]
         for start in range(0, len(new), 100):  # MLflow takes at most 100 params a call
-            self.client.log_batch(self.run_id, params=new[start:start + 100])
+            self.client.log_batch(self.run_id, params=new[start : start + 100])
         return sorted(key for key, value in values.items() if key in logged and logged[key] != value)
 
     def log_text(self, text: str, artifact_file: str) -> None:
@@ -216,13 +219,23 @@ class TrackedRun:
             prediction = model(torch.from_numpy(example)).numpy()
         # Requirements stated, not inferred: inference imports the model in a subprocess (seconds).
         requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
-        entity = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=self.run_id,
-                                                 params=self.client.get_run(self.run_id).data.params)
+        entity = self.client.create_logged_model(
+            self.experiment_id,
+            name="model",
+            source_run_id=self.run_id,
+            params=self.client.get_run(self.run_id).data.params,
+        )
         with _scoped_tracking_uri(self.tracking_uri):
-            mlflow.pytorch.log_model(model, name="model", run_id=self.run_id, model_id=entity.model_id,
-                                     input_example=example,
-                                     signature=infer_signature(example, prediction), pip_requirements=requirements,
-                                     serialization_format=serialization_format)
+            mlflow.pytorch.log_model(
+                model,
+                name="model",
+                run_id=self.run_id,
+                model_id=entity.model_id,
+                input_example=example,
+                signature=infer_signature(example, prediction),
+                pip_requirements=requirements,
+                serialization_format=serialization_format,
+            )
 
     def end(self, status: str) -> None:
         """FINISHED, FAILED or KILLED."""
@@ -233,9 +246,15 @@ class TrackedRun:
         """``<run folder>/mlflow_run.json``: how a resume from this folder's checkpoints finds this run."""
         from pipeline.atomic import save_json
 
-        save_json(Path(run_dir) / RUN_FILE, {"run_id": self.run_id, "experiment_id": self.experiment_id,
-                                             "experiment_name": experiment_name,
-                                             "tracking_uri": redact_text(self.tracking_uri)})
+        save_json(
+            Path(run_dir) / RUN_FILE,
+            {
+                "run_id": self.run_id,
+                "experiment_id": self.experiment_id,
+                "experiment_name": experiment_name,
+                "tracking_uri": redact_text(self.tracking_uri),
+            },
+        )
 
 
 @contextlib.contextmanager
@@ -250,7 +269,8 @@ def _scoped_tracking_uri(uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        # None (no URI set) is what MLflow's own _use_tracking_uri restores too; its signature leaves None out
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
         if variable is not None:
             os.environ["MLFLOW_TRACKING_URI"] = variable
 
@@ -278,8 +298,11 @@ def _continuable(client: Any, run_id: str, experiment: str) -> str | None:
         return None
     identity = run.data.tags.get(PROCESS_TAG, "")
     if run.info.status == "RUNNING" and (not identity or not is_local(identity) or is_alive(identity)):
-        log.warning("the checkpoint's MLflow run %s is still being trained (or by a process that cannot be "
-                    "checked from here): starting a new run", run_id)
+        log.warning(
+            "the checkpoint's MLflow run %s is still being trained (or by a process that cannot be "
+            "checked from here): starting a new run",
+            run_id,
+        )
         return None
     return run_id
 
@@ -323,10 +346,15 @@ def sweep_job_tags() -> dict[str, str]:
         return {}
     job = HydraConfig.get().job
     overrides = list(HydraConfig.get().overrides.task)
-    shared = set(json.loads(os.environ.get(SHARED_OVERRIDES_ENV, "[]")))
-    name = " ".join(item for item in overrides if item not in shared)
-    return {PARENT_TAG: parent, RUN_NAME_TAG: f"#{job.num} {name}"[:MAX_RUN_NAME],
-            "sweep.job": str(job.num), "sweep.overrides": json.dumps(overrides)[:5000]}
+    # By key: the sweeper writes a job's values its own way (false on the command line is False here)
+    shared = {item.split("=", 1)[0] for item in json.loads(os.environ.get(SHARED_OVERRIDES_ENV, "[]"))}
+    name = " ".join(item for item in overrides if item.split("=", 1)[0] not in shared)
+    return {
+        PARENT_TAG: parent,
+        RUN_NAME_TAG: f"#{job.num} {name}"[:MAX_RUN_NAME],
+        "sweep.job": str(job.num),
+        "sweep.overrides": json.dumps(overrides)[:5000],
+    }
 
 
 def end_run(tracking_uri: str, run_id: str, status: str) -> None:

@@ -29,7 +29,7 @@ import math
 import os
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -56,12 +56,16 @@ class MlflowSweepCallback(Callback):
         from pipeline.tracking.run import RUN_NAME_TAG, SHARED_OVERRIDES_ENV, start_sweep_parent
 
         uri, name = settings
-        cli_overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
+        cli_overrides = list(cast(list[str], OmegaConf.to_container(config.hydra.overrides.task)))
         sweep_dir = str(config.hydra.sweep.dir)
-        tags = {**git_state(config.paths.root_dir), RUN_NAME_TAG: f"sweep {os.path.basename(sweep_dir)}",
-                "sweep.dir": sweep_dir, "sweep.overrides": " ".join(cli_overrides)[:5000],
-                "sweep.sweeper": str(config.hydra.sweeper.get("_target_", "")),
-                "sweep.launcher": str(config.hydra.launcher.get("_target_", ""))}
+        tags = {
+            **git_state(config.paths.root_dir),
+            RUN_NAME_TAG: f"sweep {os.path.basename(sweep_dir)}",
+            "sweep.dir": sweep_dir,
+            "sweep.overrides": " ".join(cli_overrides)[:5000],
+            "sweep.sweeper": str(config.hydra.sweeper.get("_target_", "")),
+            "sweep.launcher": str(config.hydra.launcher.get("_target_", "")),
+        }
         run_id = start_sweep_parent(uri, name, tags)
         os.environ[SHARED_OVERRIDES_ENV] = json.dumps(shared_overrides(cli_overrides))
         # Hydra calls on_multirun_end only when every job succeeded: otherwise this ends the parent.
@@ -98,7 +102,7 @@ def shared_overrides(cli_overrides: Sequence[str]) -> list[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(list(cli_overrides))
-    return [text for text, override in zip(cli_overrides, parsed) if not override.is_sweep_override()]
+    return [text for text, override in zip(cli_overrides, parsed, strict=True) if not override.is_sweep_override()]
 
 
 def summarize_sweep(client: Any, parent_run_id: str, metric: str | None, mode: str) -> dict[str, Any]:
@@ -108,8 +112,9 @@ def summarize_sweep(client: Any, parent_run_id: str, metric: str | None, mode: s
     parent = client.get_run(parent_run_id)
     from pipeline.tracking.run import PARENT_TAG
 
-    children = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-                                  max_results=10000)
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10000
+    )
     jobs = [_job(run) for run in children]
     jobs.sort(key=lambda job: job["job"])
     swept = _swept_keys(jobs)
@@ -117,19 +122,29 @@ def summarize_sweep(client: Any, parent_run_id: str, metric: str | None, mode: s
     summary: dict[str, Any] = {"jobs": len(jobs)}
     best = _best(jobs, metric, mode)
     if best is not None:
-        client.log_batch(parent_run_id, metrics=[_metric(f"best/{metric}", best["metrics"][metric])],
-                         params=[_param(f"best/{key}", best["overrides"].get(key, "")) for key in swept])
+        client.log_batch(
+            parent_run_id,
+            metrics=[_metric(f"best/{metric}", best["metrics"][metric])],
+            params=[_param(f"best/{key}", best["overrides"].get(key, "")) for key in swept],
+        )
         client.set_tag(parent_run_id, "best_run_id", best["run_id"])
-        summary.update({"best_value": best["metrics"][metric], "best_run_id": best["run_id"],
-                        "best_params": {key: best["overrides"].get(key) for key in swept}})
+        summary.update(
+            {
+                "best_value": best["metrics"][metric],
+                "best_run_id": best["run_id"],
+                "best_params": {key: best["overrides"].get(key) for key in swept},
+            }
+        )
     groups = seed_groups(jobs, swept)
     if any(len(members) > 1 for members in groups.values()):
         client.log_text(parent_run_id, _seed_csv(groups, metric), "seeds.csv")
         if len(groups) == 1:
             (members,) = groups.values()
-            stats = [_metric(f"{name}/{stat}", value)
-                     for name, (mean, std) in seed_statistics(members, metric).items()
-                     for stat, value in (("mean", mean), ("std", std))]
+            stats = [
+                _metric(f"{name}/{stat}", value)
+                for name, (mean, std) in seed_statistics(members, metric).items()
+                for stat, value in (("mean", mean), ("std", std))
+            ]
             client.log_batch(parent_run_id, metrics=stats)
             summary["seeds"] = len(members)
     return summary
@@ -138,8 +153,13 @@ def summarize_sweep(client: Any, parent_run_id: str, metric: str | None, mode: s
 def _job(run: Any) -> dict[str, Any]:
     tags = run.data.tags
     overrides = dict(item.split("=", 1) for item in json.loads(tags.get("sweep.overrides", "[]")) if "=" in item)
-    return {"job": int(tags.get("sweep.job", -1)), "run_id": run.info.run_id, "status": run.info.status,
-            "overrides": overrides, "metrics": dict(run.data.metrics)}
+    return {
+        "job": int(tags.get("sweep.job", -1)),
+        "run_id": run.info.run_id,
+        "status": run.info.status,
+        "overrides": overrides,
+        "metrics": dict(run.data.metrics),
+    }
 
 
 def _swept_keys(jobs: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -167,8 +187,7 @@ def seed_groups(jobs: Sequence[Mapping[str, Any]], swept: Sequence[str]) -> dict
 
 def seed_statistics(members: Sequence[Mapping[str, Any]], metric: str | None) -> dict[str, tuple[float, float]]:
     """Mean and sample standard deviation, over the members, of every test metric (and the optimised one)."""
-    names = sorted({name for job in members for name in job["metrics"]
-                    if name.startswith("test/") or name == metric})
+    names = sorted({name for job in members for name in job["metrics"] if name.startswith("test/") or name == metric})
     stats = {}
     for name in names:
         values = [job["metrics"][name] for job in members if name in job["metrics"]]
@@ -178,8 +197,16 @@ def seed_statistics(members: Sequence[Mapping[str, Any]], metric: str | None) ->
 
 def _csv(jobs: Sequence[Mapping[str, Any]], swept: Sequence[str]) -> str:
     metrics = sorted({name for job in jobs for name in job["metrics"] if not name.startswith(("lr-", "epoch"))})
-    rows = [[job["job"], job["run_id"], job["status"], *(job["overrides"].get(k, "") for k in swept),
-             *(job["metrics"].get(name, "") for name in metrics)] for job in jobs]
+    rows = [
+        [
+            job["job"],
+            job["run_id"],
+            job["status"],
+            *(job["overrides"].get(k, "") for k in swept),
+            *(job["metrics"].get(name, "") for name in metrics),
+        ]
+        for job in jobs
+    ]
     return _table(["job", "run_id", "status", *swept, *metrics], rows)
 
 

@@ -2,7 +2,7 @@
 
 A Lightning callback (on ``BaseFinetuning``) rather than a model option, so the model's
 config and its checkpoints stay those of a plain model: a phase-2 checkpoint holds every
-weight it needs and ``pipeline.checkpoints.load_module`` rebuilds it without the phase-1 file.
+weight it needs and ``pipeline.models.checkpoints.load_module`` rebuilds it without the phase-1 file.
 
     python -m pipeline.train experiment=mnist_transfer_5_9 callbacks.transfer.checkpoint=<phase-1 .ckpt>
 """
@@ -20,16 +20,19 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
-from pipeline.checkpoints import KEY, check_family
-from pipeline.models.base import ModelConfigError
+from pipeline.errors import ModelConfigError
+from pipeline.models.checkpoints import KEY, check_family
 
 log = logging.getLogger(__name__)
 
 
 def head_name(pl_module: L.LightningModule) -> str:
     """The classification head: the last layer of ``pl_module.net`` that holds parameters (``net.11`` for lenet)."""
-    names = [f"net.{name}" for name, module in pl_module.net.named_modules()
-             if name and any(True for _ in module.parameters(recurse=False))]
+    names = [
+        f"net.{name}"
+        for name, module in pl_module.get_submodule("net").named_modules()
+        if name and any(True for _ in module.parameters(recurse=False))
+    ]
     if not names:
         raise ModelConfigError("transfer: the model's network has no layer with parameters to use as its head")
     return names[-1]
@@ -56,8 +59,9 @@ class TransferFeatures(BaseFinetuning):
     in evaluation). ``train_bn=True`` trains them with the head.
     """
 
-    def __init__(self, checkpoint: str | None, freeze: bool = True, train_bn: bool = False,
-                 head: str | None = None) -> None:
+    def __init__(
+        self, checkpoint: str | None, freeze: bool = True, train_bn: bool = False, head: str | None = None
+    ) -> None:
         super().__init__()
         self.checkpoint = str(checkpoint) if checkpoint else None
         self.freeze_features = freeze
@@ -71,9 +75,13 @@ class TransferFeatures(BaseFinetuning):
             super().setup(trainer, pl_module, stage)
 
     def feature_modules(self, pl_module: L.LightningModule, head: str) -> list[nn.Module]:
-        return [module for name, module in pl_module.named_modules()
-                if name.startswith("net.") and not (name == head or name.startswith(f"{head}."))
-                and (not list(module.children()) or any(True for _ in module.parameters(recurse=False)))]
+        return [
+            module
+            for name, module in pl_module.named_modules()
+            if name.startswith("net.")
+            and not (name == head or name.startswith(f"{head}."))
+            and (not list(module.children()) or any(True for _ in module.parameters(recurse=False)))
+        ]
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         head = self.head or head_name(pl_module)
@@ -87,15 +95,23 @@ class TransferFeatures(BaseFinetuning):
             self._frozen_bn = [m for m in features if isinstance(m, _BatchNorm) and not self.train_bn]
         trainable, total = count_parameters(pl_module)
         self.counts = {"transfer/trainable_params": float(trainable), "transfer/total_params": float(total)}
-        log.info("transfer: features from %s, %s; head %s; %d of %d parameters trainable",
-                 self.checkpoint or "a random initialisation", "frozen" if self.freeze_features else "trainable",
-                 head, trainable, total)
+        log.info(
+            "transfer: features from %s, %s; head %s; %d of %d parameters trainable",
+            self.checkpoint or "a random initialisation",
+            "frozen" if self.freeze_features else "trainable",
+            head,
+            trainable,
+            total,
+        )
 
     def load_features(self, pl_module: L.LightningModule, head: str) -> None:
         """Copy the feature weights and buffers (batch-norm statistics too); refuse a checkpoint that does not fit."""
+        assert self.checkpoint is not None  # freeze_before_training calls this only with a checkpoint
         if not Path(self.checkpoint).is_file():
-            raise ModelConfigError(f"transfer: the source checkpoint {self.checkpoint} does not exist; train that "
-                                   "model first, or point callbacks.transfer.checkpoint at its .ckpt file")
+            raise ModelConfigError(
+                f"transfer: the source checkpoint {self.checkpoint} does not exist; train that "
+                "model first, or point callbacks.transfer.checkpoint at its .ckpt file"
+            )
         checkpoint = check_family(self.checkpoint, getattr(pl_module, "family", "classification"))
         source: dict[str, torch.Tensor] = checkpoint["state_dict"]
         target = pl_module.state_dict()
@@ -104,9 +120,13 @@ class TransferFeatures(BaseFinetuning):
             return key.startswith("net.") and not key.startswith(f"{head}.")
 
         wanted = [k for k in target if is_feature(k)]
-        problems = [f"{k} is missing there" if k not in source else
-                    f"{k} has shape {list(source[k].shape)} there but {list(target[k].shape)} here"
-                    for k in wanted if k not in source or source[k].shape != target[k].shape]
+        problems = [
+            f"{k} is missing there"
+            if k not in source
+            else f"{k} has shape {list(source[k].shape)} there but {list(target[k].shape)} here"
+            for k in wanted
+            if k not in source or source[k].shape != target[k].shape
+        ]
         problems += [f"{k} is there but not here" for k in source if is_feature(k) and k not in target]
         if problems:
             record = checkpoint[KEY]
@@ -114,7 +134,9 @@ class TransferFeatures(BaseFinetuning):
             raise ModelConfigError(
                 f"checkpoint {self.checkpoint} ({net}, trained on data={record['data']['name']} with inputs of shape "
                 f"{record['data'].get('input_shape')}) does not fit this model's feature layers: "
-                + "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""))
+                + "; ".join(problems[:3])
+                + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+            )
         with torch.no_grad():
             for key in wanted:
                 target[key].copy_(source[key])

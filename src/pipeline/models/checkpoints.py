@@ -1,7 +1,8 @@
 """Checkpoints that describe themselves: which family, model config and dataset produced them.
 
 Every checkpoint written by ``pipeline.train`` carries a ``"pipeline"`` entry of plain
-values (the composed ``model`` config, the dataset's shape, classes and normalisation),
+values (the composed ``model`` config and the dataset's ``DatasetSpec`` record, written by
+``pipeline.callbacks.checkpoint_record``),
 so a checkpoint alone rebuilds its model (``load_module``) and a checkpoint of the wrong
 family is refused with a clear message instead of a wall of missing state-dict keys.
 Everything stays loadable with ``torch.load(weights_only=True)``.
@@ -14,11 +15,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import Callback
+from hydra.utils import get_class
 
-from pipeline.models.base import ModelConfigError
+from pipeline.data.spec import DatasetSpec
+from pipeline.errors import ModelConfigError, build
 
 KEY = "pipeline"
 
@@ -28,24 +28,16 @@ def model_family(target: str) -> str:
     return getattr(get_class(target), "family", target)
 
 
-def data_record(datamodule: Any, datamodule_config: dict[str, Any]) -> dict[str, Any]:
-    """What a model needs to know about its dataset to be rebuilt and fed the same inputs,
-    and the datamodule config that served it (``pipeline.evaluate`` tests on it by default)."""
-    return {"datamodule": datamodule_config, "name": datamodule.meta["name"], "task": datamodule.task,
-            "input_shape": list(datamodule.input_shape),
-            "class_names": list(datamodule.class_names), "normalize": bool(datamodule.normalize),
-            "normalization": datamodule.meta["normalization"]}
-
-
-class RecordPipelineConfig(Callback):
-    """Adds the ``pipeline`` entry (family, model config, data record) to every checkpoint it saves."""
-
-    def __init__(self, model_config: dict[str, Any], data: dict[str, Any]) -> None:
-        self.record = {"family": model_family(model_config["_target_"]), "model": model_config, "data": data}
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
-        checkpoint[KEY] = self.record
+def checkpoint_record(
+    model_config: dict[str, Any], spec: DatasetSpec, datamodule_config: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``pipeline`` entry of a checkpoint: the model's family and config, the dataset's spec, and the
+    datamodule config that served it (``pipeline.evaluate`` tests on it by default)."""
+    return {
+        "family": model_family(model_config["_target_"]),
+        "model": model_config,
+        "data": {"datamodule": datamodule_config, **spec.record()},
+    }
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -55,11 +47,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ModelConfigError(f"checkpoint {path} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
+    except Exception as exc:
         raise ModelConfigError(f"checkpoint {path} cannot be read as a weights-only torch checkpoint: {exc}") from None
     if not isinstance(checkpoint, dict) or KEY not in checkpoint or "state_dict" not in checkpoint:
         raise ModelConfigError(
-            f"checkpoint {path} was not written by pipeline.train (it has no '{KEY}' record of its model config)")
+            f"checkpoint {path} was not written by pipeline.train (it has no '{KEY}' record of its model config)"
+        )
     return checkpoint
 
 
@@ -70,17 +63,19 @@ def check_family(path: str | Path, expected: str, checkpoint: dict[str, Any] | N
     if record["family"] != expected:
         raise ModelConfigError(
             f"checkpoint {path} holds a {record['family']} model ({record['model']['_target_']}, trained on "
-            f"data={record['data']['name']}), but a {expected} model was asked for")
+            f"data={record['data']['name']}), but a {expected} model was asked for"
+        )
     return checkpoint
 
 
-def load_module(path: str | Path, family: str | None = None,
-                model_config: dict[str, Any] | None = None) -> tuple[L.LightningModule, dict[str, Any]]:
+def load_module(
+    path: str | Path, family: str | None = None, model_config: dict[str, Any] | None = None
+) -> tuple[L.LightningModule, dict[str, Any]]:
     """Rebuild the model a checkpoint was trained as, with its weights, in eval mode on the CPU.
 
     ``model_config`` builds that config instead of the recorded one (its family must match);
     ``family`` only checks. Returns the module and the checkpoint's ``pipeline`` record (its
-    dataset's shape, classes and normalisation, which a caller needs to feed it inputs).
+    ``data`` is the dataset's spec, ``DatasetSpec.from_record``, which a caller needs to feed it inputs).
     """
     checkpoint = read_checkpoint(path)
     record = checkpoint[KEY]
@@ -89,32 +84,23 @@ def load_module(path: str | Path, family: str | None = None,
     if family is not None:
         check_family(path, family, checkpoint)
     data = record["data"]
-    shape_args: dict[str, Any] = {"input_shape": data["input_shape"]}
-    if data["task"] == "classification":
-        shape_args["num_classes"] = len(data["class_names"])
-    try:
-        module = instantiate(without_retired_keys(model_config or record["model"]), optimizer=None, scheduler=None,
-                             _convert_="all", **shape_args)
-    except InstantiationException as exc:
-        if isinstance(exc.__cause__, ModelConfigError):
-            raise exc.__cause__ from None
-        raise ModelConfigError(f"checkpoint {path}: its model config does not build: {exc}") from None
+    module = build(
+        model_config or record["model"],
+        error=ModelConfigError,
+        where=f"checkpoint {path}: its model config does not build",
+        optimizer=None,
+        scheduler=None,
+        _convert_="all",
+        **DatasetSpec.from_record(data).model_size(),
+    )
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as exc:
         raise ModelConfigError(
             f"checkpoint {path} ({record['model']['_target_']} trained on data={data['name']}) does not fit "
-            f"the model config: {str(exc).splitlines()[0]} {_summarise_key_errors(exc)}") from None
+            f"the model config: {str(exc).splitlines()[0]} {_summarise_key_errors(exc)}"
+        ) from None
     return module.eval(), record
-
-
-def without_retired_keys(model_config: dict[str, Any]) -> dict[str, Any]:
-    """The model config without the keys its class lists as ``retired_hparams``: settings older checkpoints
-    recorded that have moved elsewhere (e.g. the GAN's grid interval, now a callback's), so they still load.
-
-    Only listed keys are dropped: any other unknown key still fails, naming itself."""
-    retired = getattr(get_class(model_config["_target_"]), "retired_hparams", frozenset())
-    return {key: value for key, value in model_config.items() if key not in retired}
 
 
 def _summarise_key_errors(exc: RuntimeError) -> str:
@@ -130,5 +116,6 @@ def newest_last_checkpoint(log_dir: str | Path, task_name: str) -> str:
         raise ModelConfigError(
             f"resume=true: no run of task_name={task_name} has a checkpoint to resume from "
             f"({Path(log_dir, task_name, 'runs')}/*/checkpoints/last.ckpt); train without resume=true first, or "
-            "give ckpt_path=<checkpoint>")
+            "give ckpt_path=<checkpoint>"
+        )
     return str(max(candidates, key=lambda path: path.stat().st_mtime))

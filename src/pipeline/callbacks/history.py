@@ -1,29 +1,19 @@
-"""Files DVC reads after training and evaluation: per-epoch history and confusion pairs.
+"""Per-epoch metrics of a run: the rows the loss-curve figure draws and the history CSV DVC plots.
 
-They are small, plain CSV/JSON, written atomically, so ``dvc metrics show`` and
-``dvc plots show`` work without MLflow and an interrupted run leaves no torn file.
+The CSV is small and plain, written atomically after every epoch, so ``dvc plots show`` works
+without MLflow and an interrupted run leaves no torn file.
 """
 
 from __future__ import annotations
 
-import csv
 import math
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 
-from pipeline.atomic import atomic_open
-
-
-def write_csv(dest: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    with atomic_open(dest, "w") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
+from pipeline.atomic import save_csv
 
 
 class EpochRows(Callback):
@@ -71,19 +61,10 @@ class EpochHistory(EpochRows):
 
     def row_added(self, trainer: L.Trainer) -> None:
         columns = ["epoch", "step", *sorted({k for r in self.rows for k in r} - {"epoch", "step"})]
-        write_csv(self.path, columns,
-                  ([_plain(r.get(c)) for c in columns] for r in self.rows))
+        save_csv(self.path, columns, ([_plain(r.get(c)) for c in columns] for r in self.rows))
 
 
 def _plain(value: float | None) -> str:
     if value is None or math.isnan(value):
         return ""
     return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
-
-
-def write_confusion_pairs(dest: str | Path, confusion: torch.Tensor, class_names: Sequence[str]) -> None:
-    """One ``actual,predicted`` row per test example: the table DVC's ``confusion`` plot template counts."""
-    counts = confusion.to(torch.int64).tolist()
-    rows = ((class_names[i], class_names[j]) for i, row in enumerate(counts) for j, n in enumerate(row)
-            for _ in range(n))
-    write_csv(dest, ["actual", "predicted"], rows)
