@@ -47,7 +47,7 @@ install: $(INSTALLED)
 # as constraints, so pyproject.toml's torch===2.13.0 still refuses a local 2.13.0+cpu build (README).
 lock:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/python -m pip install --quiet "uv==0.13.9"  # the resolver's version decides the lock: pinned
 	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.10 --quiet \
 	  --custom-compile-command "make lock" -o $(LOCK)
 

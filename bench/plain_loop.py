@@ -3,7 +3,9 @@
 The whole preprocessed dataset is read into float tensors once (scaled and normalised up
 front), each step slices a shuffled batch out of them, and each epoch ends with a pass over
 the validation split. No framework, no logging, no checkpoints: what is left is the cost of
-the network itself, which is what the pipeline's time per epoch is compared against.
+the network itself, which is what the pipeline's time per epoch is compared against. The
+input transform is written out here on purpose (not pipeline.data.spec's ModelInput): the
+baseline uses nothing of the pipeline but its network builders.
 
     python -m bench.plain_loop --processed-dir datasets/processed/mnist --net tiny_cnn \
         --optimizer adam --lr 0.001 --batch-size 128 --epochs 2 --out plain.json

@@ -1,1 +1,2 @@
-"""Lightning callbacks that watch a run and write what people look at: figures of the data and the model."""
+"""Lightning callbacks: figures of the data and the model, the epoch history, transfer learning's frozen
+features, and the record every checkpoint carries."""

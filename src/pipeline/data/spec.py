@@ -122,7 +122,8 @@ class ModelInput(nn.Module):
         self._copies: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def scale(self, x: torch.Tensor) -> torch.Tensor:
-        """Floats in the model's range: pixels divided by the pixel scale (a new tensor)."""
+        """Floats in the model's range: pixels divided by the pixel scale (never in place: a float input at scale 1
+        comes back as itself)."""
         x = x.float()
         return x / self.pixel_scale if self.pixel_scale != 1.0 else x
 

@@ -38,7 +38,7 @@ class SupervisedModule(L.LightningModule):
     """
 
     # The kind of dataset the family trains on (checked against the data before training)
-    # and the family's name (recorded in checkpoints; see pipeline.checkpoints).
+    # and the family's name (recorded in checkpoints; see pipeline.models.checkpoints).
     task: str = ""
     family: str = ""
 

@@ -248,7 +248,7 @@ class GANModule(L.LightningModule):
             means[name].update(loss, weight=n)
         # log_every_n_steps: set on the Trainer by Lightning's LoggerConnector, not declared by the class
         if step % self.trainer.log_every_n_steps == 0:  # type: ignore[attr-defined]
-            log_step_values(self, {f"train/{name}_step": float(loss) for name, loss in losses.items()}, step)
+            log_step_values(self, {f"train/{name}_step": float(loss.detach()) for name, loss in losses.items()}, step)
         if batch_idx + 1 >= self.trainer.num_training_batches:
             self.log_dict(
                 {f"train/{name}": mean.compute() for name, mean in means.items()},
