@@ -18,8 +18,9 @@ export PIPELINE_DATA_MIRROR
 # DVC stage commands call `python`: make it the project's.
 export PATH := $(BIN):$(PATH)
 PYTEST_ARGS ?=
-# make test runs the suite in this many processes (pytest-xdist; each module's tests stay in one
-# process, which keeps its module-scoped fixtures), each with one torch thread per core it gets.
+# make test runs the suite in this many processes (pytest-xdist), each with one torch thread: tests
+# are dealt out one by one, except a module marked xdist_group (module-scoped fixtures), which
+# stays in one process.
 TEST_WORKERS ?= 2
 
 .PHONY: help install lock lint run test test-fast bench ui user-data clean
@@ -69,7 +70,7 @@ run: install user-data
 	$(BIN)/dvc repro
 
 test: install
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -21,7 +21,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO_ROOT, tiny_digits
 
-pytestmark = pytest.mark.slow
+# slow; and one test process holds the module-scoped repo (make test's --dist loadgroup)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc_pipeline")]
 
 # Tiny datasets and one tiny experiment (compose -> train -> evaluate on iris).
 DATASETS = {

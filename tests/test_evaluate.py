@@ -19,6 +19,9 @@ from pipeline.models.checkpoints import load_module
 from pipeline.train import train
 from tests.conftest import REPO_ROOT, make_cfg
 
+# module-scoped fixtures: the whole module runs in one test process (make test's --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("evaluate")
+
 
 def make_eval_cfg(processed: Path, tmp_path: Path, *overrides: str) -> DictConfig:
     GlobalHydra.instance().clear()

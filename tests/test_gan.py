@@ -34,6 +34,9 @@ from pipeline.models.gan_metrics import (
 from pipeline.train import build_model, train
 from tests.conftest import REPO_ROOT, md5, write_idx
 
+# module-scoped fixtures: the whole module runs in one test process (make test's --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("gan")
+
 SIZE = 16  # image side: divisible by 4, as the DCGAN pair needs
 GAN_EXPERIMENTS = ["mnist_gan", "mnist_dcgan", "mnist_cgan"]
 

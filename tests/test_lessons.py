@@ -13,6 +13,9 @@ from pipeline.data.sources import build_source
 from pipeline.train import train
 from tests.conftest import REPO_ROOT, make_cfg
 
+# module-scoped fixtures: the whole module runs in one test process (make test's --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("lessons")
+
 LESSON_DATASETS = ("circles", "xor", "spirals")
 
 

@@ -61,13 +61,13 @@ def test_concurrent_jobs_on_a_new_sqlite_store_all_succeed(processed, tmp_path):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        for seed in range(4)
+        for seed in range(3)
     ]
     outputs = [job.communicate(timeout=600)[0] for job in jobs]
     for job, output in zip(jobs, outputs, strict=False):
         assert job.returncode == 0, output[-3000:]
     finished = runs(store)
-    assert len(finished) == 4 and {run.info.status for run in finished} == {"FINISHED"}
+    assert len(finished) == 3 and {run.info.status for run in finished} == {"FINISHED"}
     # what decides the floating-point results is on every run (item 6 of the record issue)
     model, flags = cpu_model_and_flags()
     for run in finished:

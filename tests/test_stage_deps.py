@@ -24,6 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 from tests.conftest import REPO_ROOT
 from tests.import_graph import PACKAGE, _walk_runtime, closure, direct_imports, module_file
 
+# module-scoped fixtures: the whole module runs in one test process (make test's --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("stage_deps")
+
 
 def targets(config: object) -> set[str]:
     """The project modules of every ``_target_`` in a composed config (interpolations left unresolved)."""

@@ -143,24 +143,6 @@ def test_ddp_sim_trains_on_two_cpu_processes_into_one_tracked_run(processed, tmp
     assert len(client.list_artifacts(run.info.run_id, "checkpoints")) == 1
 
 
-def test_multirun_sweeps_each_combination(processed, tmp_path):
-    result = run_train(
-        tmp_path,
-        "-m",
-        f"paths.processed_dir={processed}",
-        "data=spirals",
-        "debug=fast_dev_run",
-        "optimizer=adam,sgd",
-        "optimizer.lr=0.01,0.1",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
-    assert jobs == ["0", "1", "2", "3"]
-    overrides = {(tmp_path / "sweep" / j / ".hydra" / "overrides.yaml").read_text() for j in jobs}
-    assert len(overrides) == 4
-
-
 def test_an_unknown_config_option_fails_at_composition(processed, tmp_path):
     """Hydra's own messages (the command line prints them as they are: test_config_schema runs one)."""
     from hydra.errors import ConfigCompositionException, MissingConfigException

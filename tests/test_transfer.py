@@ -18,6 +18,9 @@ from pipeline.models.checkpoints import load_module
 from pipeline.train import train
 from tests.conftest import make_cfg
 
+# module-scoped fixtures: the whole module runs in one test process (make test's --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("transfer")
+
 SPY = "+callbacks.spy._target_=tests.test_transfer.Spy"
 
 
