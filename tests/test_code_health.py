@@ -17,6 +17,7 @@ LAYERS = {
     "pipeline.atomic": 0,
     "pipeline.allocator": 0,
     "pipeline.redact": 0,
+    "pipeline.studies": 0,
     "pipeline.data": 1,
     "pipeline.models": 2,
     "pipeline.callbacks": 3,
@@ -29,6 +30,7 @@ LAYERS = {
     "pipeline.preprocess": 4,
     "pipeline.compose": 4,
     "pipeline.gan_floor": 4,
+    "pipeline.search": 4,
 }
 
 

@@ -40,6 +40,8 @@ from pipeline.tracking.run import (
 
 log = logging.getLogger(__name__)
 
+OPTUNA_STATE_TAG = "optuna.state"  # PRUNED on a trial's run that the search's pruner stopped
+
 
 class PipelineMLFlowLogger(MLFlowLogger):
     """Lightning's ``MLFlowLogger`` writing into a run that ``TrackedRun`` owns (see the module docstring).
@@ -141,7 +143,12 @@ def track_run(
                 run.save_reference(trainer.default_root_dir, tracker.experiment_name)
         yield RunOutcome(trackers, datamodule)
     except BaseException as exc:
-        _end_all(trackers, final_status(exc, trainer))
+        pruned = type(exc).__name__ == "TrialPruned"  # optuna's: the search stopped this trial early
+        _end_all(
+            trackers,
+            "FINISHED" if pruned else final_status(exc, trainer),
+            {OPTUNA_STATE_TAG: "PRUNED"} if pruned else None,
+        )
         raise
     _end_all(trackers, "FINISHED")
 
@@ -155,12 +162,12 @@ def final_status(exc: BaseException, trainer: L.Trainer) -> str:
     return "FAILED"
 
 
-def _end_all(trackers: list[PipelineMLFlowLogger], status: str) -> None:
+def _end_all(trackers: list[PipelineMLFlowLogger], status: str, tags: dict[str, str] | None = None) -> None:
     for tracker in trackers:
         if tracker.run is None:
             continue
         try:
-            tracker.run.end(status)
+            tracker.run.end(status, tags)
         except Exception:
             log.exception("could not end MLflow run %s as %s", tracker.run.run_id, status)
 

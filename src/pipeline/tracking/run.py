@@ -237,8 +237,10 @@ class TrackedRun:
                 serialization_format=serialization_format,
             )
 
-    def end(self, status: str) -> None:
-        """FINISHED, FAILED or KILLED."""
+    def end(self, status: str, tags: dict[str, str] | None = None) -> None:
+        """FINISHED, FAILED or KILLED, with any last tags (an Optuna trial's state)."""
+        for key, value in (tags or {}).items():
+            self.client.set_tag(self.run_id, key, value)
         self.client.set_terminated(self.run_id, status)
         log.info("MLflow run %s ended %s", self.run_id, status)
 

@@ -1,0 +1,120 @@
+"""A Hydra sweeper on Optuna 4: ``hydra/sweeper=optuna`` with the keys of Hydra's Optuna sweeper plugin.
+
+Why not the plugin: hydra-optuna-sweeper 1.3 pins ``optuna<3``, whose database storage predates
+SQLAlchemy 2 (so its studies could only live in memory), and its Optuna 4 successor is a
+pre-release that needs a pre-release hydra-core. This sweeper keeps the plugin's keys and search
+grammar (``pipeline.search.space``) and runs on Optuna's ask/tell API:
+
+- ``storage`` (an RDB URL or ``journal:<file>``) and ``study_name``: the study is created once and
+  continued by every later run and every other worker with the same pair; each run adds
+  ``n_trials`` trials, asked ``n_jobs`` at a time of its launcher;
+- ``pruner``: each job's ``OptunaPruning`` callback (``pipeline.callbacks.pruning``) reports to its
+  trial, which this process then tells PRUNED, COMPLETE or FAIL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal, cast
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from pipeline.search.space import search_space, trial_overrides
+from pipeline.studies import job_environment, make_pruner, open_storage
+
+log = logging.getLogger(__name__)
+
+
+class OptunaSweeper(Sweeper):
+    """Runs ``n_trials`` trials of a (possibly shared, possibly continued) Optuna study as Hydra jobs."""
+
+    def __init__(
+        self,
+        sampler: Any,
+        direction: Literal["minimize", "maximize"],
+        storage: str | None,
+        study_name: str | None,
+        n_trials: int,
+        n_jobs: int,
+        params: DictConfig | None = None,
+        pruner: Any = None,
+        max_failure_rate: float = 0.0,
+    ) -> None:
+        if direction not in ("minimize", "maximize"):
+            raise ValueError(f"hydra.sweeper.direction={direction!r}: expected minimize or maximize")
+        self.sampler, self.pruner, self.direction = sampler, make_pruner(pruner), direction
+        self.storage, self.study_name = storage, study_name
+        self.n_trials, self.n_jobs, self.max_failure_rate = int(n_trials), max(int(n_jobs), 1), max_failure_rate
+        self.params = cast(dict[str, Any], OmegaConf.to_container(params, resolve=True)) if params else {}
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.launcher: Launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> None:
+        space, fixed = search_space({**self.params, **dict(a.split("=", 1) for a in arguments)})
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=open_storage(self.storage),
+            sampler=self.sampler,
+            pruner=self.pruner,
+            direction=self.direction,
+            load_if_exists=True,
+        )
+        log.info(
+            "Study %s (%s): %d earlier trials; running %d more, %d at a time",
+            study.study_name,
+            self.storage or "in memory",
+            len(study.trials),
+            self.n_trials,
+            self.n_jobs,
+        )
+        failures = 0
+        for start in range(0, self.n_trials, self.n_jobs):
+            trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - start))]
+            returns = self.launcher.launch([self._job_overrides(study, t, fixed) for t in trials], self.job_idx)
+            self.job_idx += len(returns)
+            failures += sum(
+                self._tell(study, trial, ret) == TrialState.FAIL for trial, ret in zip(trials, returns, strict=True)
+            )
+            if failures > self.max_failure_rate * self.n_trials:
+                raise RuntimeError(
+                    f"{failures} of the study's trials failed (hydra.sweeper.max_failure_rate="
+                    f"{self.max_failure_rate}); see the failed jobs' logs"
+                )
+        self._report(study)
+
+    def _job_overrides(self, study: optuna.Study, trial: optuna.trial.Trial, fixed: dict[str, str]) -> Sequence[str]:
+        overrides = trial_overrides(trial.params, fixed)
+        if self.storage:  # the job's pruning callback finds its trial through these
+            environment = job_environment(self.storage, study.study_name, trial.number)
+            overrides += [f"+hydra.job.env_set.{key}='{value}'" for key, value in environment.items()]
+        return overrides
+
+    def _tell(self, study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn) -> TrialState:
+        """Record a job's outcome: its returned metric, PRUNED when its callback pruned it, FAIL otherwise."""
+        if ret.status == JobStatus.COMPLETED and ret.return_value is not None:
+            study.tell(trial, float(ret.return_value))
+            return TrialState.COMPLETE
+        state = TrialState.PRUNED if isinstance(ret._return_value, optuna.TrialPruned) else TrialState.FAIL
+        if state == TrialState.FAIL:
+            log.warning("trial %d failed: %s", trial.number, ret._return_value)
+        study.tell(trial, state=state)
+        return state
+
+    def _report(self, study: optuna.Study) -> None:
+        counts = {state.name: sum(t.state == state for t in study.trials) for state in TrialState}
+        log.info("Study %s: %s", study.study_name, ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n))
+        if counts["COMPLETE"]:
+            log.info("Best trial %d: %s=%s %s", study.best_trial.number, "value", study.best_value, study.best_params)

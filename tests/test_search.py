@@ -1,0 +1,112 @@
+"""Optuna searches on Optuna 4: the presets' search space, persistent studies that continue, pruning."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from pipeline.search.space import search_space, trial_overrides
+from tests.conftest import REPO_ROOT
+
+
+def test_the_presets_search_spaces_are_the_distributions_they_were():
+    """hydra-optuna-sweeper 1.3 made LogUniform / Categorical of these; Optuna 4 says the same thus."""
+    spirals = yaml.safe_load((REPO_ROOT / "conf/hparams_search/spirals_optuna.yaml").read_text())
+    space, fixed = search_space(spirals["hydra"]["sweeper"]["params"])
+    assert fixed == {}
+    assert space == {
+        "optimizer.lr": FloatDistribution(0.001, 0.05, log=True),
+        "optimizer.weight_decay": FloatDistribution(1e-6, 1e-3, log=True),
+        "model.net.hidden": CategoricalDistribution(["[32,32]", "[64,64]", "[128,128]"]),
+    }
+    mnist = yaml.safe_load((REPO_ROOT / "conf/hparams_search/mnist_optuna.yaml").read_text())
+    space, _ = search_space(mnist["hydra"]["sweeper"]["params"])
+    assert space["data.datamodule.batch_size"] == CategoricalDistribution([64, 128, 256])
+    assert space["optimizer.lr"] == FloatDistribution(1e-4, 1e-2, log=True)
+
+
+def test_ranges_intervals_and_fixed_values():
+    """Hydra reads interval() bounds as floats; int(...) makes them integers (as with the Hydra plugin)."""
+    space, fixed = search_space(
+        {
+            "a": "int(interval(2, 8))",
+            "b": "interval(2, 8)",
+            "c": "range(8, 32, step=8)",
+            "d": "tag(log, int(interval(1, 64)))",
+            "e": "7",
+        }
+    )
+    assert space == {
+        "a": IntDistribution(2, 8),
+        "b": FloatDistribution(2.0, 8.0),
+        "c": IntDistribution(8, 32, step=8),
+        "d": IntDistribution(1, 64, log=True),
+    }
+    assert fixed == {"e": "7"}
+    assert trial_overrides({"a": 3, "c": 16}, fixed) == ["e=7", "a=3", "c=16"]
+
+
+def search(processed: Path, logs: Path, storage: str, *overrides: str) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        "hparams_search=spirals_optuna",
+        f"paths.processed_dir={processed}",
+        f"paths.log_dir={logs}",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=demo",
+        "logger=csv",
+        "callbacks=no_figures",
+        "callbacks.progress_bar.refresh_rate=0",
+        *overrides,
+    ]
+    return subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+
+
+@pytest.mark.slow
+def test_a_second_run_continues_the_study(processed, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    for _ in range(2):
+        result = search(processed, tmp_path / "logs", storage, "hydra.sweeper.n_trials=2", "trainer.max_epochs=2")
+        assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="demo", storage=storage)
+    assert len(study.trials) == 4 and {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert "2 earlier trials" in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_a_trial_far_worse_than_the_others_is_pruned(processed, tmp_path):
+    """Three good trials, then one whose learning rate is far too small: the median pruner stops it."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    good = search(
+        processed,
+        tmp_path / "logs",
+        storage,
+        "hydra.sweeper.n_trials=3",
+        "trainer.max_epochs=6",
+        "optimizer.lr=0.03",
+    )
+    assert good.returncode == 0, good.stderr[-3000:]
+    bad = search(
+        processed,
+        tmp_path / "logs",
+        storage,
+        "hydra.sweeper.n_trials=1",
+        "trainer.max_epochs=6",
+        "optimizer.lr=0.000001",
+    )
+    assert bad.returncode == 0, bad.stderr[-3000:]
+    study = optuna.load_study(study_name="demo", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]
+    assert len(study.trials[3].intermediate_values) < 6  # stopped before its last epoch
