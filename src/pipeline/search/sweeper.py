@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import optuna
@@ -114,7 +115,13 @@ class OptunaSweeper(Sweeper):
         return state
 
     def _report(self, study: optuna.Study) -> None:
+        """Log the study's trial counts and best trial; write them to ``<sweep dir>/optimization_results.yaml``
+        (the file Hydra's Optuna plugin wrote)."""
         counts = {state.name: sum(t.state == state for t in study.trials) for state in TrialState}
         log.info("Study %s: %s", study.study_name, ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n))
+        results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "trials": counts}
         if counts["COMPLETE"]:
-            log.info("Best trial %d: %s=%s %s", study.best_trial.number, "value", study.best_value, study.best_params)
+            best = study.best_trial
+            log.info("Best trial %d: value %s, %s", best.number, best.value, best.params)
+            results.update({"best_trial": best.number, "best_params": best.params, "best_value": best.value})
+        OmegaConf.save(OmegaConf.create(results), Path(self.config.hydra.sweep.dir) / "optimization_results.yaml")
