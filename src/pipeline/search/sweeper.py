@@ -59,6 +59,7 @@ class OptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
         self.launcher: Launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -124,4 +125,4 @@ class OptunaSweeper(Sweeper):
             best = study.best_trial
             log.info("Best trial %d: value %s, %s", best.number, best.value, best.params)
             results.update({"best_trial": best.number, "best_params": best.params, "best_value": best.value})
-        OmegaConf.save(OmegaConf.create(results), Path(self.config.hydra.sweep.dir) / "optimization_results.yaml")
+        OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
