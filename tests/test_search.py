@@ -110,3 +110,58 @@ def test_a_trial_far_worse_than_the_others_is_pruned(processed, tmp_path):
     study = optuna.load_study(study_name="demo", storage=storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]
     assert len(study.trials[3].intermediate_values) < 6  # stopped before its last epoch
+
+
+@pytest.mark.slow
+def test_two_workers_and_a_later_run_share_one_study_and_one_parent_run(processed, tmp_path, mlflow_store):
+    """The issue's scenario, smaller: two processes start the same search at once, a third continues it."""
+    from mlflow.tracking import MlflowClient
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracked = ["logger=mlflow", "logger.mlflow.pytorch_model=false", "hydra.sweeper.n_trials=2", "trainer.max_epochs=3"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        "hparams_search=spirals_optuna",
+        f"paths.processed_dir={processed}",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=demo",
+        "callbacks=no_figures",
+        "callbacks.progress_bar.refresh_rate=0",
+        *tracked,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    workers = [
+        subprocess.Popen(
+            [*command, f"paths.log_dir={tmp_path / f'w{i}'}"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for worker in workers:
+        output = worker.communicate(timeout=600)[0]
+        assert worker.returncode == 0, output[-3000:]
+    later = subprocess.run(
+        [*command, f"paths.log_dir={tmp_path / 'w2'}"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert later.returncode == 0, later.stderr[-3000:]
+
+    study = optuna.load_study(study_name="demo", storage=storage)
+    assert len(study.trials) == 6 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    client = MlflowClient(mlflow_store)
+    runs = client.search_runs([client.get_experiment_by_name("spirals_mlp").experiment_id])
+    (parent,) = [run for run in runs if run.data.tags.get("pipeline.sweep") == "parent"]
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(int(run.data.tags["optuna.trial"]) for run in children) == list(range(6))
+    assert parent.data.tags["optuna.study"] == "demo" and parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials/finished"] + parent.data.metrics.get("trials/pruned", 0) == 6

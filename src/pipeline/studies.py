@@ -9,8 +9,9 @@ its environment (``hydra.job.env_set``), so a pruning callback can report to it.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage
@@ -71,3 +72,25 @@ def current_trial(pruner: optuna.pruners.BasePruner | None = None) -> optuna.tri
     study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), int(number))
     return optuna.trial.Trial(study, trial_id)
+
+
+PARENT_RUN_ATTR = "mlflow_parent_run_id"  # the study's user attribute naming its MLflow parent run
+
+
+def claim_study(storage: str, study_name: str, direction: Literal["minimize", "maximize"]) -> tuple[optuna.Study, bool]:
+    """The study, and whether this call created it: of workers starting at once exactly one creates it
+    (the storage refuses a second study of the same name), so exactly one creates its parent run."""
+    opened = open_storage(storage)
+    assert opened is not None, "a persistent study needs a storage"
+    try:
+        return optuna.create_study(study_name=study_name, storage=opened, direction=direction), True
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(study_name=study_name, storage=opened), False
+
+
+def wait_for_attr(study: optuna.Study, key: str, timeout: float = 60.0) -> Any:
+    """A user attribute another worker is about to set on a study it has just created (None after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while key not in study.user_attrs and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return study.user_attrs.get(key)

@@ -29,6 +29,7 @@ from pipeline.tracking.model import servable
 from pipeline.tracking.provenance import environment_tags, source_tags
 from pipeline.tracking.run import (
     MODEL_FORMATS,
+    OPTUNA_STATE_TAG,
     RUN_NAME_TAG,
     TrackedRun,
     default_artifact_location,
@@ -39,8 +40,6 @@ from pipeline.tracking.run import (
 )
 
 log = logging.getLogger(__name__)
-
-OPTUNA_STATE_TAG = "optuna.state"  # PRUNED on a trial's run that the search's pruner stopped
 
 
 class PipelineMLFlowLogger(MLFlowLogger):

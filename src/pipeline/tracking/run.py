@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 SQLITE_PREFIX = "sqlite:///"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+OPTUNA_STATE_TAG = "optuna.state"  # PRUNED on the run of a trial the search's pruner stopped
+OPTUNA_TRIAL_TAG = "optuna.trial"  # the trial's number in its study
+STUDY_TAG = "optuna.study"  # on a study's parent run: the study's name
 PROCESS_TAG = "pipeline.process"  # host/boot/pid/start of the process that trains the run
 ENDED_TAG = "pipeline.ended"
 PARENT_RUN_ENV = "PIPELINE_MLFLOW_PARENT_RUN_ID"
@@ -337,6 +340,13 @@ def start_sweep_parent(tracking_uri: str, experiment_name: str, tags: Mapping[st
     return run.run_id
 
 
+def resume_sweep_parent(tracking_uri: str, run_id: str) -> str:
+    """A study's parent run, RUNNING again for one more run (or worker) of the study; its jobs become children."""
+    open_store(tracking_uri).update_run(run_id, status="RUNNING")
+    os.environ[PARENT_RUN_ENV] = run_id
+    return run_id
+
+
 def sweep_job_tags() -> dict[str, str]:
     """Tags that make a sweep job's run a child of the sweep's parent run, named after its own overrides
     (none outside a tracked multirun)."""
@@ -346,16 +356,20 @@ def sweep_job_tags() -> dict[str, str]:
     parent = os.environ.get(PARENT_RUN_ENV)
     if not parent or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return {}
+    from pipeline.studies import TRIAL_ENV
+
     job = HydraConfig.get().job
+    trial = os.environ.get(TRIAL_ENV)  # a search's trial (workers of one study share the numbering)
     overrides = list(HydraConfig.get().overrides.task)
     # By key: the sweeper writes a job's values its own way (false on the command line is False here)
     shared = {item.split("=", 1)[0] for item in json.loads(os.environ.get(SHARED_OVERRIDES_ENV, "[]"))}
     name = " ".join(item for item in overrides if item.split("=", 1)[0] not in shared)
     return {
         PARENT_TAG: parent,
-        RUN_NAME_TAG: f"#{job.num} {name}"[:MAX_RUN_NAME],
+        RUN_NAME_TAG: f"#{trial if trial is not None else job.num} {name}"[:MAX_RUN_NAME],
         "sweep.job": str(job.num),
         "sweep.overrides": json.dumps(overrides)[:5000],
+        **({OPTUNA_TRIAL_TAG: trial} if trial is not None else {}),
     }
 
 

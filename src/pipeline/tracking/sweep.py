@@ -29,7 +29,7 @@ import math
 import os
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -66,7 +66,8 @@ class MlflowSweepCallback(Callback):
             "sweep.sweeper": str(config.hydra.sweeper.get("_target_", "")),
             "sweep.launcher": str(config.hydra.launcher.get("_target_", "")),
         }
-        run_id = start_sweep_parent(uri, name, tags)
+        study = persistent_study(config)
+        run_id = study_parent(uri, name, tags, *study) if study else start_sweep_parent(uri, name, tags)
         os.environ[SHARED_OVERRIDES_ENV] = json.dumps(shared_overrides(cli_overrides))
         # Hydra calls on_multirun_end only when every job succeeded: otherwise this ends the parent.
         atexit.register(self._end_unfinished, config, run_id)
@@ -97,6 +98,40 @@ class MlflowSweepCallback(Callback):
             end_run(settings[0], run_id, status)
 
 
+def persistent_study(config: DictConfig) -> tuple[str, str, Literal["minimize", "maximize"]] | None:
+    """(storage, study name, direction) when the sweep is an Optuna study kept in a storage; None otherwise."""
+    sweeper = config.hydra.sweeper
+    if not str(sweeper.get("_target_", "")).endswith("OptunaSweeper"):
+        return None
+    if not sweeper.get("storage") or not sweeper.get("study_name"):
+        return None
+    direction: Literal["minimize", "maximize"] = "maximize" if str(sweeper.direction) == "maximize" else "minimize"
+    return str(sweeper.storage), str(sweeper.study_name), direction
+
+
+def study_parent(
+    uri: str,
+    experiment: str,
+    tags: Mapping[str, str],
+    storage: str,
+    study: str,
+    direction: Literal["minimize", "maximize"],
+) -> str:
+    """The one parent run of a persistent study: created with the study, found again by every later run of
+    it and by every other worker (the study's user attribute names it), so all its trials are its children."""
+    from pipeline.studies import PARENT_RUN_ATTR, claim_study, wait_for_attr
+    from pipeline.tracking.run import RUN_NAME_TAG, STUDY_TAG, resume_sweep_parent, start_sweep_parent
+
+    optuna_study, created = claim_study(storage, study, direction)
+    run_id = None if created else wait_for_attr(optuna_study, PARENT_RUN_ATTR, timeout=0 if optuna_study.trials else 60)
+    if run_id is not None:
+        log.info("continuing study %s: MLflow parent run %s", study, run_id)
+        return resume_sweep_parent(uri, str(run_id))
+    run_id = start_sweep_parent(uri, experiment, {**tags, STUDY_TAG: study, RUN_NAME_TAG: f"study {study}"})
+    optuna_study.set_user_attr(PARENT_RUN_ATTR, run_id)
+    return run_id
+
+
 def shared_overrides(cli_overrides: Sequence[str]) -> list[str]:
     """The command line's overrides that are not sweeps (``a=1`` but not ``b=1,2``): every job has them."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -110,7 +145,7 @@ def summarize_sweep(client: Any, parent_run_id: str, metric: str | None, mode: s
     if mode not in ("min", "max"):
         raise ValueError(f"optimized_mode must be 'min' or 'max', got {mode!r}")
     parent = client.get_run(parent_run_id)
-    from pipeline.tracking.run import PARENT_TAG
+    from pipeline.tracking.run import PARENT_TAG, STUDY_TAG
 
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10000
@@ -119,14 +154,18 @@ def summarize_sweep(client: Any, parent_run_id: str, metric: str | None, mode: s
     jobs.sort(key=lambda job: job["job"])
     swept = _swept_keys(jobs)
     client.log_text(parent_run_id, _csv(jobs, swept), "children.csv")
-    summary: dict[str, Any] = {"jobs": len(jobs)}
+    states = {state: sum(job["status"] == state for job in jobs) for state in sorted({j["status"] for j in jobs})}
+    client.log_batch(parent_run_id, metrics=[_metric(f"trials/{s.lower()}", n) for s, n in states.items()])
+    summary: dict[str, Any] = {"jobs": len(jobs), "states": states}
     best = _best(jobs, metric, mode)
     if best is not None:
-        client.log_batch(
-            parent_run_id,
-            metrics=[_metric(f"best/{metric}", best["metrics"][metric])],
-            params=[_param(f"best/{key}", best["overrides"].get(key, "")) for key in swept],
-        )
+        client.log_batch(parent_run_id, metrics=[_metric(f"best/{metric}", best["metrics"][metric])])
+        best_values = {f"best/{key}": str(best["overrides"].get(key, "")) for key in swept}
+        if STUDY_TAG in parent.data.tags:  # a study's parent is summarised again on every continuation:
+            for key, value in best_values.items():  # tags, as params cannot change
+                client.set_tag(parent_run_id, key, value)
+        else:
+            client.log_batch(parent_run_id, params=[_param(key, value) for key, value in best_values.items()])
         client.set_tag(parent_run_id, "best_run_id", best["run_id"])
         summary.update(
             {
@@ -151,12 +190,16 @@ def summarize_sweep(client: Any, parent_run_id: str, metric: str | None, mode: s
 
 
 def _job(run: Any) -> dict[str, Any]:
+    """A child run as a row: its job (an Optuna trial's number), status (PRUNED for a pruned trial), overrides."""
+    from pipeline.tracking.run import OPTUNA_STATE_TAG, OPTUNA_TRIAL_TAG
+
     tags = run.data.tags
     overrides = dict(item.split("=", 1) for item in json.loads(tags.get("sweep.overrides", "[]")) if "=" in item)
+    overrides = {key: value for key, value in overrides.items() if not key.startswith("+hydra.")}
     return {
-        "job": int(tags.get("sweep.job", -1)),
+        "job": int(tags.get(OPTUNA_TRIAL_TAG, tags.get("sweep.job", -1))),
         "run_id": run.info.run_id,
-        "status": run.info.status,
+        "status": tags.get(OPTUNA_STATE_TAG, run.info.status),
         "overrides": overrides,
         "metrics": dict(run.data.metrics),
     }
