@@ -165,3 +165,52 @@ def test_two_workers_and_a_later_run_share_one_study_and_one_parent_run(processe
     assert sorted(int(run.data.tags["optuna.trial"]) for run in children) == list(range(6))
     assert parent.data.tags["optuna.study"] == "demo" and parent.info.status == "FINISHED"
     assert parent.data.metrics["trials/finished"] + parent.data.metrics.get("trials/pruned", 0) == 6
+
+
+@pytest.mark.slow
+def test_a_killed_search_continues_with_its_trials_kept(processed, tmp_path):
+    """SIGKILL in the middle of a trial; the same command again keeps the finished trials, fails the one
+    that died with its process, and adds its own."""
+    import signal
+    import time
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    slow = ["+callbacks.slow._target_=tests.slow_epochs.SlowEpochs", "+callbacks.slow.seconds=0.5"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        "hparams_search=spirals_optuna",
+        f"paths.processed_dir={processed}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=demo",
+        "logger=csv",
+        "callbacks=no_figures",
+        "callbacks.progress_bar.refresh_rate=0",
+        "hydra.sweeper.n_trials=3",
+        "trainer.max_epochs=4",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    search_process = subprocess.Popen(
+        [*command, *slow], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while True:  # kill it once one trial is complete and the next one runs
+        try:
+            trials = optuna.load_study(study_name="demo", storage=storage).trials
+        except KeyError:  # the study is not created yet
+            trials = []
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        if len(trials) == 2 and running and running[0].intermediate_values:  # in its second epoch, at least
+            break
+        assert search_process.poll() is None and time.monotonic() < deadline, "the search ended before the kill"
+        time.sleep(0.2)
+    search_process.send_signal(signal.SIGKILL)
+    search_process.wait(timeout=60)
+
+    again = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    states = [t.state for t in optuna.load_study(study_name="demo", storage=storage).trials]
+    assert states[:2] == [TrialState.COMPLETE, TrialState.FAIL] and len(states) == 5
+    assert all(state in (TrialState.COMPLETE, TrialState.PRUNED) for state in states[2:])

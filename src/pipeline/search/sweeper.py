@@ -30,6 +30,9 @@ from optuna.trial import TrialState
 
 from pipeline.search.space import search_space, trial_overrides
 from pipeline.studies import job_environment, make_pruner, open_storage
+from pipeline.tracking.processes import is_alive, is_local, process_identity
+
+WORKER_ATTR = "worker"  # a trial's user attribute: the process that asked for it (pipeline.tracking.processes)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class OptunaSweeper(Sweeper):
             direction=self.direction,
             load_if_exists=True,
         )
+        fail_dead_trials(study)
         log.info(
             "Study %s (%s): %d earlier trials; running %d more, %d at a time",
             study.study_name,
@@ -84,7 +88,7 @@ class OptunaSweeper(Sweeper):
         )
         failures = 0
         for start in range(0, self.n_trials, self.n_jobs):
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - start))]
+            trials = [ask(study, space) for _ in range(min(self.n_jobs, self.n_trials - start))]
             returns = self.launcher.launch([self._job_overrides(study, t, fixed) for t in trials], self.job_idx)
             self.job_idx += len(returns)
             failures += sum(
@@ -126,3 +130,23 @@ class OptunaSweeper(Sweeper):
             log.info("Best trial %d: value %s, %s", best.number, best.value, best.params)
             results.update({"best_trial": best.number, "best_params": best.params, "best_value": best.value})
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
+
+
+def ask(study: optuna.Study, space: dict[str, Any]) -> optuna.trial.Trial:
+    """A new trial of ``space``, marked with the process that runs it (so a later run can tell it died)."""
+    trial = study.ask(space)
+    trial.set_user_attr(WORKER_ATTR, process_identity())
+    return trial
+
+
+def fail_dead_trials(study: optuna.Study) -> None:
+    """Mark FAIL the RUNNING trials whose worker process on this machine is gone (killed, crashed): a study
+    continued after a crash then counts them as failed instead of running forever. Trials of workers on
+    other machines are left alone: their process cannot be checked from here."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER_ATTR)
+        if worker and is_local(worker) and not is_alive(worker):
+            study.tell(trial.number, state=TrialState.FAIL)
+            log.warning(
+                "trial %d of study %s: its worker %s is gone; marked FAIL", trial.number, study.study_name, worker
+            )
