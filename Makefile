@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 # stays in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: help install lock lint run test test-fast bench ui user-data clean
+.PHONY: help install lock lint run test test-fast bench ui dashboard user-data clean
 
 help:
 	@echo "make run        install into $(VENV) and run the pipeline (dvc repro)"
@@ -33,12 +33,16 @@ help:
 	@echo "make lock       re-resolve $(LOCK) from pyproject.toml (after changing a dependency)"
 	@echo "make bench      the benchmark suite (about 20 min): bench/results/ and the README's results table"
 	@echo "make ui         the MLflow UI on the project's tracking store (runs trained with logger=mlflow)"
+	@echo "make dashboard  optuna-dashboard on the searches' study storage (optuna.db; OPTUNA_STORAGE=...)"
 	@echo "make screenshots  PNGs of the MLflow UI (runs table, charts, a run's artifacts) into docs/images"
 	@echo "data mirror: $(or $(PIPELINE_DATA_MIRROR),none (public URLs))"
 
 $(INSTALLED): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# Hydra's Optuna plugin (optuna<3), from before the project's own sweeper: it would register a second
+	@# hydra/sweeper=optuna (pip keeps packages a project no longer requires)
+	@$(BIN)/python -m pip uninstall --quiet --yes hydra-optuna-sweeper 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[dev]'
 	@touch $@
 
@@ -81,6 +85,11 @@ BENCH_ARGS ?=
 bench: install
 	@echo "data mirror: $(or $(PIPELINE_DATA_MIRROR),none (public URLs))"
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# optuna-dashboard on the presets' study storage (or OPTUNA_STORAGE=...), on this machine only.
+OPTUNA_STORAGE ?= sqlite:///optuna.db
+dashboard: install
+	$(BIN)/optuna-dashboard --host 127.0.0.1 --port $(or $(PORT),8080) $(OPTUNA_STORAGE)
 
 # The MLflow UI on the default store of conf/logger/mlflow.yaml (or $$MLFLOW_TRACKING_URI when set).
 MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
