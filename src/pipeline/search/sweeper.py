@@ -25,6 +25,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
@@ -63,6 +64,7 @@ class OptunaSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        self.sampler_config = config.hydra.sweeper.get("sampler")
         self.launcher: Launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -78,6 +80,7 @@ class OptunaSweeper(Sweeper):
             load_if_exists=True,
         )
         fail_dead_trials(study)
+        study.sampler = self._sampler_for(len(study.trials))
         log.info(
             "Study %s (%s): %d earlier trials; running %d more, %d at a time",
             study.study_name,
@@ -100,6 +103,15 @@ class OptunaSweeper(Sweeper):
                     f"{self.max_failure_rate}); see the failed jobs' logs"
                 )
         self._report(study)
+
+    def _sampler_for(self, earlier: int) -> Any:
+        """The configured sampler with its seed moved on by the study's earlier trials, so a continued study
+        does not draw its first run's random points again. Workers started at the same moment see the same
+        count: give each its own seed (``hydra.sweeper.sampler.seed=$SLURM_ARRAY_TASK_ID``)."""
+        config = self.sampler_config
+        if not earlier or config is None or config.get("seed") is None:
+            return self.sampler
+        return instantiate(config, seed=int(config.seed) + earlier)
 
     def _job_overrides(self, study: optuna.Study, trial: optuna.trial.Trial, fixed: dict[str, str]) -> Sequence[str]:
         overrides = trial_overrides(trial.params, fixed)
