@@ -214,3 +214,13 @@ def test_a_killed_search_continues_with_its_trials_kept(processed, tmp_path):
     states = [t.state for t in optuna.load_study(study_name="demo", storage=storage).trials]
     assert states[:2] == [TrialState.COMPLETE, TrialState.FAIL] and len(states) == 5
     assert all(state in (TrialState.COMPLETE, TrialState.PRUNED) for state in states[2:])
+
+
+@pytest.mark.slow
+def test_a_worker_on_a_postgresql_storage(processed, tmp_path, postgres_uri):
+    """The cluster's storage: trials land in PostgreSQL, and a second run continues the study there."""
+    for _ in range(2):
+        result = search(processed, tmp_path / "logs", postgres_uri, "hydra.sweeper.n_trials=2", "trainer.max_epochs=2")
+        assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="demo", storage=postgres_uri)
+    assert len(study.trials) == 4 and all(t.state != TrialState.RUNNING for t in study.trials)
