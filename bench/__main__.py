@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import fixed_costs, gpu, overhead, report, scale, setup, time_to_accuracy
+from bench import fixed_costs, gpu, overhead, report, scale, search, setup, time_to_accuracy
 from bench.harness import ROOT, BenchError
 from bench.report import Result, Target
 
@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, Callable[[int, Callable[[str], None]], Result]] = {
     "fixed_costs": fixed_costs.measure,
     "scale": scale.measure,
     "gpu": gpu.measure,
+    "search": search.measure,
 }
 
 
