@@ -123,6 +123,7 @@ def _search(name: str, pruner: str) -> tuple[int, float, float, str]:
             raise BenchError(f"a search worker failed ({worker.returncode}):\n{error[-3000:]}")
     trials = optuna.load_study(study_name="bench", storage=storage).trials
     epochs = sum(len(trial.intermediate_values) for trial in trials)
-    best = max(trial.value for trial in trials if trial.value is not None)
+    # complete trials only: Optuna gives a pruned trial its last intermediate value, of a model left unfinished
+    best = max(trial.value for trial in trials if trial.state.name == "COMPLETE" and trial.value is not None)
     states = ", ".join(f"{sum(t.state.name == s for t in trials)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL"))
     return epochs, wall, best, states
