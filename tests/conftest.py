@@ -9,6 +9,7 @@ import hashlib
 import http.server
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,6 +217,19 @@ def make_cfg(processed: Path, tmp_path: Path, *overrides: str) -> DictConfig:
         cfg.hydra.runtime.output_dir = str(tmp_path / "run")
     HydraConfig().set_config(cfg)
     return cfg
+
+
+def train_command(processed: Path, logs: Path, *overrides: str, multirun: bool = False) -> list[str]:
+    """``python -m pipeline.train`` as a user types it, on ``processed`` data, logging under ``logs``."""
+    return [
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        *(["-m"] if multirun else []),
+        f"paths.processed_dir={processed}",
+        f"paths.log_dir={logs}",
+        *overrides,
+    ]
 
 
 def history(path: Path) -> list[dict[str, str]]:

@@ -9,11 +9,8 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
 
@@ -32,7 +29,7 @@ from pipeline.models.gan_metrics import (
     real_floor,
 )
 from pipeline.train import build_model, train
-from tests.conftest import REPO_ROOT, md5, write_idx
+from tests.conftest import make_cfg, md5, write_idx
 
 # module-scoped fixtures: the whole module runs in one test process (make test's --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("gan")
@@ -76,25 +73,6 @@ def processed(tmp_path_factory) -> Path:
         {"val_size": 50, "seed": 0},
     )
     return root / "processed"
-
-
-def make_cfg(processed: Path, tmp_path: Path, *overrides: str) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                f"paths.processed_dir={processed}",
-                f"paths.log_dir={tmp_path}",
-                "callbacks.progress_bar.refresh_rate=0",
-                *overrides,
-            ],
-            return_hydra_config=True,
-        )
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-    HydraConfig().set_config(cfg)
-    return cfg
 
 
 @pytest.fixture(scope="module")

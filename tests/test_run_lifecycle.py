@@ -18,7 +18,7 @@ from pipeline.errors import ModelConfigError
 from pipeline.models.checkpoints import newest_last_checkpoint
 from pipeline.tracking.provenance import cpu_model_and_flags
 from pipeline.tracking.run import PARENT_TAG
-from tests.conftest import REPO_ROOT, history
+from tests.conftest import REPO_ROOT, history, train_command
 
 QUICK = [
     "experiment=spirals_mlp",
@@ -28,20 +28,20 @@ QUICK = [
 ]
 
 
-def command(processed: Path, logs: Path, *overrides: str, multirun: bool = False) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "pipeline.train",
-        *(["-m"] if multirun else []),
-        f"paths.processed_dir={processed}",
-        f"paths.log_dir={logs}",
-        *overrides,
-    ]
-
-
 def environment(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+
+
+def run_reap() -> subprocess.CompletedProcess:
+    """``python -m pipeline.tracking.reap`` on the store of MLFLOW_TRACKING_URI."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.tracking.reap"],
+        cwd=REPO_ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def runs(store: str, experiment: str = "spirals_mlp") -> list:
@@ -54,7 +54,7 @@ def test_concurrent_jobs_on_a_new_sqlite_store_all_succeed(processed, tmp_path):
     store = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"  # no file yet: these processes create the schema
     jobs = [
         subprocess.Popen(
-            command(processed, tmp_path / "logs", *QUICK, "trainer.max_epochs=1", f"seed={seed}", "threads=1"),
+            train_command(processed, tmp_path / "logs", *QUICK, "trainer.max_epochs=1", f"seed={seed}", "threads=1"),
             cwd=REPO_ROOT,
             env=environment(MLFLOW_TRACKING_URI=store),
             text=True,
@@ -88,7 +88,7 @@ SLOW = [
 
 def slow_training(processed: Path, logs: Path, *overrides: str) -> subprocess.Popen:
     return subprocess.Popen(
-        command(processed, logs, *QUICK, *SLOW, *overrides),
+        train_command(processed, logs, *QUICK, *SLOW, *overrides),
         cwd=REPO_ROOT,
         env=environment(),
         text=True,
@@ -121,7 +121,7 @@ def test_a_killed_training_resumes_into_the_same_run(processed, tmp_path, mlflow
     assert killed.info.status == "RUNNING"  # nothing could end it
 
     resumed = subprocess.run(
-        command(processed, logs, *overrides, "resume=true"),
+        train_command(processed, logs, *overrides, "resume=true"),
         cwd=REPO_ROOT,
         env=environment(),
         capture_output=True,
@@ -149,25 +149,11 @@ def test_the_reap_command_ends_runs_of_dead_processes(processed, tmp_path, mlflo
     kill_after_epochs(job, logs / "spirals_mlp" / "runs", epochs=1)
     (killed,) = runs(mlflow_store)
     assert killed.info.status == "RUNNING"
-    reap = subprocess.run(
-        [sys.executable, "-m", "pipeline.tracking.reap"],
-        cwd=REPO_ROOT,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    reap = run_reap()
     assert reap.returncode == 0 and killed.info.run_id in reap.stdout, reap.stdout + reap.stderr
     (run,) = runs(mlflow_store)
     assert run.info.status == "KILLED" and "died" in run.data.tags["pipeline.ended"]
-    again = subprocess.run(
-        [sys.executable, "-m", "pipeline.tracking.reap"],
-        cwd=REPO_ROOT,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = run_reap()
     assert again.stdout.startswith("0 run(s)")  # a finished (or live) run is never touched
 
 
@@ -202,7 +188,7 @@ def test_a_failed_sweep_job_and_its_sweep_end_failed(processed, tmp_path, mlflow
     # job 0 trains; job 1 diverges (the NaN guard stops it in its first epoch), which ends Hydra's multirun
     overrides = ("trainer.max_epochs=1", "optimizer=sgd", "optimizer.lr=0.01,1e30")
     result = subprocess.run(
-        command(processed, tmp_path / "logs", *QUICK, *overrides, multirun=True),
+        train_command(processed, tmp_path / "logs", *QUICK, *overrides, multirun=True),
         cwd=REPO_ROOT,
         env=environment(),
         capture_output=True,

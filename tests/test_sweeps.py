@@ -12,7 +12,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.tracking.run import PARENT_TAG
 from pipeline.tracking.sweep import seed_groups, shared_overrides
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, train_command
 
 pytestmark = pytest.mark.slow
 
@@ -38,15 +37,7 @@ FAST = [
 
 
 def sweep(processed: Path, tmp_path: Path, *overrides: str, multirun: bool = True) -> str:
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline.train",
-        *(["-m"] if multirun else []),
-        f"paths.processed_dir={processed}",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        *overrides,
-    ]
+    command = train_command(processed, tmp_path / "logs", *overrides, multirun=multirun)
     result = subprocess.run(
         command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
@@ -154,16 +145,7 @@ def test_sweep_jobs_in_their_own_processes_are_still_children(processed, tmp_pat
 
 
 def test_runs_started_at_the_same_moment_get_their_own_folders(processed, tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline.train",
-        f"paths.processed_dir={processed}",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        "logger=csv",
-        "debug=fast_dev_run",
-        "test=false",
-    ]
+    command = train_command(processed, tmp_path / "logs", "logger=csv", "debug=fast_dev_run", "test=false")
     procs = [
         subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for _ in range(2)

@@ -124,8 +124,11 @@ class ModelInput(nn.Module):
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """Floats in the model's range: pixels divided by the pixel scale (never in place: a float input at scale 1
         comes back as itself)."""
-        x = x.float()
-        return x / self.pixel_scale if self.pixel_scale != 1.0 else x
+        scaled = x.float()
+        if self.pixel_scale == 1.0:
+            return scaled
+        # uint8 pixels: float() made a copy, divided in place (no second batch-sized tensor per step)
+        return scaled.div_(self.pixel_scale) if scaled is not x else scaled / self.pixel_scale
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - mean) / std`` with the training split's statistics, when the spec normalises."""
