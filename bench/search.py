@@ -28,7 +28,7 @@ from bench.report import Result, Target
 TRIALS = 12
 WORKERS = 2
 EPOCHS = 6
-PRUNER = "hyperband"
+PRUNER = "median"  # the presets' pruner
 EPOCH_SHARE_LIMIT = 0.5
 ACCURACY_TOLERANCE = 0.003
 

@@ -54,7 +54,9 @@ def test_ranges_intervals_and_fixed_values():
     assert trial_overrides({"a": 3, "c": 16}, fixed) == ["e=7", "a=3", "c=16"]
 
 
-def search(processed: Path, logs: Path, storage: str, *overrides: str) -> subprocess.CompletedProcess:
+def search(
+    processed: Path, logs: Path, storage: str, *overrides: str, logger: str = "csv"
+) -> subprocess.CompletedProcess:
     command = [
         sys.executable,
         "-m",
@@ -64,7 +66,7 @@ def search(processed: Path, logs: Path, storage: str, *overrides: str) -> subpro
         f"paths.log_dir={logs}",
         f"hydra.sweeper.storage={storage}",
         "hydra.sweeper.study_name=demo",
-        "logger=csv",
+        f"logger={logger}",
         "callbacks=no_figures",
         "callbacks.progress_bar.refresh_rate=0",
         *overrides,
@@ -75,41 +77,47 @@ def search(processed: Path, logs: Path, storage: str, *overrides: str) -> subpro
 
 
 @pytest.mark.slow
-def test_a_second_run_continues_the_study(processed, tmp_path):
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    for _ in range(2):
-        result = search(processed, tmp_path / "logs", storage, "hydra.sweeper.n_trials=2", "trainer.max_epochs=2")
-        assert result.returncode == 0, result.stderr[-3000:]
-    study = optuna.load_study(study_name="demo", storage=storage)
-    assert len(study.trials) == 4 and {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
-    assert "2 earlier trials" in result.stderr + result.stdout
+def test_a_trial_far_worse_than_the_others_is_pruned_and_its_run_says_so(processed, tmp_path, mlflow_store):
+    """Two good trials (run unpruned), then one whose learning rate is far too small: the preset's median
+    pruner stops it, its child run is tagged PRUNED with its curves up to then, and the parent counts it."""
+    from mlflow.tracking import MlflowClient
 
-
-@pytest.mark.slow
-def test_a_trial_far_worse_than_the_others_is_pruned(processed, tmp_path):
-    """Three good trials, then one whose learning rate is far too small: the median pruner stops it."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracked = ["logger.mlflow.pytorch_model=false", "trainer.max_epochs=6"]
     good = search(
         processed,
         tmp_path / "logs",
         storage,
-        "hydra.sweeper.n_trials=3",
-        "trainer.max_epochs=6",
+        *tracked,
+        "hydra.sweeper.n_trials=2",
         "optimizer.lr=0.03",
+        "hydra/sweeper/pruner=none",
+        logger="mlflow",
     )
     assert good.returncode == 0, good.stderr[-3000:]
     bad = search(
         processed,
         tmp_path / "logs",
         storage,
+        *tracked,
         "hydra.sweeper.n_trials=1",
-        "trainer.max_epochs=6",
         "optimizer.lr=0.000001",
+        logger="mlflow",
     )
     assert bad.returncode == 0, bad.stderr[-3000:]
     study = optuna.load_study(study_name="demo", storage=storage)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]
-    assert len(study.trials[3].intermediate_values) < 6  # stopped before its last epoch
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED]
+    reported = len(study.trials[2].intermediate_values)
+    assert reported < 6  # stopped before its last epoch
+
+    client = MlflowClient(mlflow_store)
+    runs = client.search_runs([client.get_experiment_by_name("spirals_mlp").experiment_id])
+    (parent,) = [run for run in runs if run.data.tags.get("pipeline.sweep") == "parent"]
+    (pruned,) = [run for run in runs if run.data.tags.get("optuna.trial") == "2"]
+    assert pruned.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert pruned.data.tags["optuna.state"] == "PRUNED" and pruned.info.status == "FINISHED"
+    assert len(client.get_metric_history(pruned.info.run_id, "val/acc")) == reported  # its partial curve
+    assert parent.data.metrics["trials/pruned"] == 1 and parent.data.metrics["trials/finished"] == 2
 
 
 @pytest.mark.slow
@@ -211,6 +219,7 @@ def test_a_killed_search_continues_with_its_trials_kept(processed, tmp_path):
 
     again = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 earlier trials; running 3 more" in again.stderr + again.stdout
     states = [t.state for t in optuna.load_study(study_name="demo", storage=storage).trials]
     assert states[:2] == [TrialState.COMPLETE, TrialState.FAIL] and len(states) == 5
     assert all(state in (TrialState.COMPLETE, TrialState.PRUNED) for state in states[2:])
