@@ -83,7 +83,7 @@ def test_a_trial_far_worse_than_the_others_is_pruned_and_its_run_says_so(process
     from mlflow.tracking import MlflowClient
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    tracked = ["logger.mlflow.pytorch_model=false", "trainer.max_epochs=6"]
+    tracked = ["logger.mlflow.pytorch_model=false", "trainer.max_epochs=4"]
     good = search(
         processed,
         tmp_path / "logs",
@@ -108,7 +108,7 @@ def test_a_trial_far_worse_than_the_others_is_pruned_and_its_run_says_so(process
     study = optuna.load_study(study_name="demo", storage=storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED]
     reported = len(study.trials[2].intermediate_values)
-    assert reported < 6  # stopped before its last epoch
+    assert reported < 4  # stopped before its last epoch
 
     client = MlflowClient(mlflow_store)
     runs = client.search_runs([client.get_experiment_by_name("spirals_mlp").experiment_id])
@@ -126,7 +126,7 @@ def test_two_workers_and_a_later_run_share_one_study_and_one_parent_run(processe
     from mlflow.tracking import MlflowClient
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    tracked = ["logger=mlflow", "logger.mlflow.pytorch_model=false", "hydra.sweeper.n_trials=2", "trainer.max_epochs=3"]
+    tracked = ["logger=mlflow", "logger.mlflow.pytorch_model=false", "hydra.sweeper.n_trials=2", "trainer.max_epochs=2"]
     command = [
         sys.executable,
         "-m",
@@ -227,9 +227,9 @@ def test_a_killed_search_continues_with_its_trials_kept(processed, tmp_path):
 
 @pytest.mark.slow
 def test_a_worker_on_a_postgresql_storage(processed, tmp_path, postgres_uri):
-    """The cluster's storage: trials land in PostgreSQL, and a second run continues the study there."""
-    for _ in range(2):
-        result = search(processed, tmp_path / "logs", postgres_uri, "hydra.sweeper.n_trials=2", "trainer.max_epochs=2")
-        assert result.returncode == 0, result.stderr[-3000:]
+    """The cluster's storage: a worker's trials land in PostgreSQL (continuing and sharing a study is the same
+    RDB storage code as SQLite's, tested above)."""
+    result = search(processed, tmp_path / "logs", postgres_uri, "hydra.sweeper.n_trials=2", "trainer.max_epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="demo", storage=postgres_uri)
-    assert len(study.trials) == 4 and all(t.state != TrialState.RUNNING for t in study.trials)
+    assert len(study.trials) == 2 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
