@@ -54,6 +54,34 @@ def test_ranges_intervals_and_fixed_values():
     assert trial_overrides({"a": 3, "c": 16}, fixed) == ["e=7", "a=3", "c=16"]
 
 
+def test_a_study_has_one_parent_run_per_mlflow_store(tmp_path, migrated_mlflow_db, monkeypatch):
+    """The same study continued against another store (a colleague's, a server) gets a parent run there, and
+    each store's parent is found again by its next run; a parent a user deleted is replaced."""
+    import shutil
+
+    from pipeline.tracking.run import PARENT_RUN_ENV, open_store
+    from pipeline.tracking.sweep import study_parent
+
+    monkeypatch.delenv(PARENT_RUN_ENV, raising=False)  # study_parent sets it for the sweep's jobs
+    stores = []
+    for name in ("mine", "theirs"):
+        shutil.copyfile(migrated_mlflow_db, tmp_path / f"{name}.db")
+        stores.append(f"sqlite:///{tmp_path / name}.db")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def parent(store: str) -> str:
+        return study_parent(store, "spirals_mlp", {}, storage, "demo", "maximize")
+
+    mine = parent(stores[0])
+    optuna.load_study(study_name="demo", storage=storage).enqueue_trial({})  # a study with trials waits for no one
+    theirs = parent(stores[1])
+    assert theirs != mine and open_store(stores[1]).get_run(theirs).data.tags["optuna.study"] == "demo"
+    assert parent(stores[0]) == mine and parent(stores[1]) == theirs
+    open_store(stores[0]).delete_run(mine)  # as the UI's Delete does
+    replaced = parent(stores[0])
+    assert replaced not in (mine, theirs) and parent(stores[0]) == replaced
+
+
 def search(
     processed: Path, logs: Path, storage: str, *overrides: str, logger: str = "csv"
 ) -> subprocess.CompletedProcess:

@@ -114,6 +114,7 @@ def test_optuna_search_returns_the_metric_and_the_parent_reports_its_best(proces
         processed,
         tmp_path,
         "hparams_search=spirals_optuna",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}",  # not the project's optuna.db
         "hydra.sweeper.n_trials=3",
         "trainer.max_epochs=2",
         "callbacks.progress_bar.refresh_rate=0",

@@ -74,7 +74,15 @@ def current_trial(pruner: optuna.pruners.BasePruner | None = None) -> optuna.tri
     return optuna.trial.Trial(study, trial_id)
 
 
-PARENT_RUN_ATTR = "mlflow_parent_run_id"  # the study's user attribute naming its MLflow parent run
+PARENT_RUN_ATTR = "mlflow_parent_run_id"  # the study's user attributes naming its MLflow parent run, per store
+
+
+def parent_run_attr(tracking_uri: str) -> str:
+    """The user attribute naming the study's parent run in this MLflow store (a study continued against
+    another store, a colleague's or a server, gets a parent there too). Credentials are left out."""
+    from pipeline.redact import redact_text
+
+    return f"{PARENT_RUN_ATTR}@{redact_text(tracking_uri)}"
 
 
 def claim_study(storage: str, study_name: str, direction: Literal["minimize", "maximize"]) -> tuple[optuna.Study, bool]:

@@ -119,17 +119,29 @@ def study_parent(
 ) -> str:
     """The one parent run of a persistent study: created with the study, found again by every later run of
     it and by every other worker (the study's user attribute names it), so all its trials are its children."""
-    from pipeline.studies import PARENT_RUN_ATTR, claim_study, wait_for_attr
-    from pipeline.tracking.run import RUN_NAME_TAG, STUDY_TAG, resume_sweep_parent, start_sweep_parent
+    from pipeline.studies import claim_study, parent_run_attr, wait_for_attr
+    from pipeline.tracking.run import RUN_NAME_TAG, STUDY_TAG, open_store, resume_sweep_parent, start_sweep_parent
 
     optuna_study, created = claim_study(storage, study, direction)
-    run_id = None if created else wait_for_attr(optuna_study, PARENT_RUN_ATTR, timeout=0 if optuna_study.trials else 60)
-    if run_id is not None:
+    attr = parent_run_attr(uri)
+    run_id = None if created else wait_for_attr(optuna_study, attr, timeout=0 if optuna_study.trials else 60)
+    if run_id is not None and _run_is_active(open_store(uri), str(run_id)):
         log.info("continuing study %s: MLflow parent run %s", study, run_id)
         return resume_sweep_parent(uri, str(run_id))
     run_id = start_sweep_parent(uri, experiment, {**tags, STUDY_TAG: study, RUN_NAME_TAG: f"study {study}"})
-    optuna_study.set_user_attr(PARENT_RUN_ATTR, run_id)
+    optuna_study.set_user_attr(attr, run_id)
     return run_id
+
+
+def _run_is_active(client: Any, run_id: str) -> bool:
+    """Whether the store has the run and it is not deleted (a user who deleted a study's parent in the UI,
+    or for good with ``mlflow gc``, gets a new one on the study's next run)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return bool(client.get_run(run_id).info.lifecycle_stage == "active")
+    except MlflowException:
+        return False
 
 
 def shared_overrides(cli_overrides: Sequence[str]) -> list[str]:
