@@ -36,6 +36,9 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
+# A job's state on its sweep's parent (trials/<state>): MLflow's run statuses, and PRUNED from Optuna's tag.
+JOB_STATES = ("FINISHED", "PRUNED", "FAILED", "KILLED", "RUNNING")
+
 
 def mlflow_settings(config: DictConfig) -> tuple[str, str] | None:
     """(tracking URI, experiment name) of the config's MLflow logger; None when it has none."""
@@ -183,7 +186,9 @@ def summarize_sweep(client: Any, parent_run_id: str, metric: str | None, mode: s
     jobs.sort(key=lambda job: job["job"])
     swept = _swept_keys(jobs)
     client.log_text(parent_run_id, _csv(jobs, swept), "children.csv")
-    states = {state: sum(job["status"] == state for job in jobs) for state in sorted({j["status"] for j in jobs})}
+    # every state, zeros too: a summary rewritten later (a study's next worker) leaves no stale count behind
+    seen = sorted({*JOB_STATES, *(job["status"] for job in jobs)})
+    states = {state: sum(job["status"] == state for job in jobs) for state in seen}
     client.log_batch(parent_run_id, metrics=[_metric(f"trials/{s.lower()}", n) for s, n in states.items()])
     summary: dict[str, Any] = {"jobs": len(jobs), "states": states}
     best = _best(jobs, metric, mode)
