@@ -204,6 +204,11 @@ class TrackedRun:
         log.info("continuing MLflow run %s", run_id)
         return cls(client, tracking_uri, run_id, experiment, continued=True)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Without the system-metrics monitor (a thread): DDP's spawned processes get a copy of the logger, and
+        the process that started the run keeps monitoring it."""
+        return {**self.__dict__, "monitor": None}
+
     def log_tags(self, tags: Mapping[str, str]) -> None:
         _log_tags(self.client, self.run_id, redact(dict(tags)))
 
