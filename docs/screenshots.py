@@ -19,7 +19,9 @@ experiment of the newest run), and saves, under ``--out``:
   children as columns;
 - ``mlflow_runs_charts.png``: the same runs in the chart view (one colour per run);
 - ``mlflow_run_artifacts.png``: one run's artifacts page (the sweep's best run, from the parent's
-  ``best_run_id`` tag, else the newest child with ``figures/``), showing an image from ``figures/``.
+  ``best_run_id`` tag, else the newest child with ``figures/``), showing an image from ``figures/``;
+- ``mlflow_run_system_metrics.png``: the *System metrics* tab of the newest run that recorded them
+  (in the chosen experiment when one there did).
 
 Every shot waits for the page's content (run names, the artifact tree) and is checked not to be a
 mostly blank page; the script exits non-zero, saying which, when one is.
@@ -97,7 +99,18 @@ def choose_runs(client, experiment: str | None, run: str | None) -> dict:
     figures = [a.path for a in client.list_artifacts(shown.info.run_id, "figures") if a.path.endswith(".png")]
     named = {Path(f).name: f for f in figures}
     figure = next((named[n] for n in PREFERRED_FIGURES if n in named), figures[0] if figures else None)
-    return {"experiment_id": experiment_id, "parent": parent, "group": group, "artifacts_run": shown, "figure": figure}
+    monitored = [r for r in runs if "system/cpu_utilization_percentage" in r.data.metrics]
+    system_run = next(
+        (r for r in monitored if r.info.experiment_id == experiment_id), monitored[0] if monitored else None
+    )
+    return {
+        "experiment_id": experiment_id,
+        "parent": parent,
+        "group": group,
+        "artifacts_run": shown,
+        "figure": figure,
+        "system_run": system_run,
+    }
 
 
 def swept_params(group: list) -> list[str]:
@@ -339,7 +352,7 @@ def shoot_pages(
     if parent is not None:
         expand_parent(page, parent.info.run_id)
         row(page, group[-1].info.run_id).first.wait_for()
-    tick_columns(page, ["Dataset", "Source"], ticked=False)  # the same on every row here
+    tick_columns(page, ["Source"], ticked=False)  # the same on every row here
     missing = tick_columns(page, metrics + params)
     if missing:
         print(f"columns not offered by the UI: {missing}", file=sys.stderr)
@@ -380,6 +393,18 @@ def shoot_pages(
     page.mouse.move(0, height - 1)
     page.wait_for_timeout(1000)
     saved.append(shot(page, out / "mlflow_run_artifacts.png"))
+
+    # (d) the System metrics tab of a run that recorded them (CPU, memory, disk, network over time).
+    system = chosen["system_run"]
+    if system is None:
+        print("no run recorded system metrics: mlflow_run_system_metrics.png not taken", file=sys.stderr)
+        return saved
+    page.goto(f"{url}/#/experiments/{system.info.experiment_id}/runs/{system.info.run_id}/system-metrics{ml_view}")
+    page.locator(".js-plotly-plot").first.wait_for()
+    close_overlays(page)
+    page.mouse.move(0, height - 1)
+    page.wait_for_timeout(2500)  # plotly draws after the page
+    saved.append(shot(page, out / "mlflow_run_system_metrics.png"))
     return saved
 
 

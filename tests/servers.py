@@ -7,9 +7,12 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +27,50 @@ def free_port() -> int:
 
 def tail(path: Path, chars: int = 4000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else "(no output)"
+
+
+SERVER_START_TIMEOUT = 120  # seconds; a cold start (imports, schema migration, a model load) takes 5-25 s on 2 cores
+
+
+@contextlib.contextmanager
+def serving(command: list[str], url: str, logs: Path, env: dict[str, str], ready: str = "/health") -> Iterator[str]:
+    """Run a server (``mlflow server``, ``mlflow models serve``) in its own process group; yield ``url`` once
+    ``url + ready`` answers 200; stop the group after (they run uvicorn as a child)."""
+    logs.mkdir(parents=True, exist_ok=True)
+    stdout, stderr = logs / "server.out", logs / "server.err"
+    with open(stdout, "wb") as out, open(stderr, "wb") as err:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=logs, start_new_session=True
+        )
+    try:
+        _wait_until_ready(process, url + ready, stderr)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def _wait_until_ready(process: subprocess.Popen, url: str, stderr: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while True:
+        if process.poll() is not None:
+            command = " ".join(map(str, process.args[:4]))
+            pytest.fail(f"{command} exited with code {process.returncode} before answering {url}:\n{tail(stderr)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"no answer from {url} within {SERVER_START_TIMEOUT} s; the server's stderr:\n{tail(stderr)}")
+        time.sleep(0.25)
 
 
 def postgres_bindir() -> Path | None:

@@ -31,6 +31,7 @@ LAYERS = {
     "pipeline.compose": 4,
     "pipeline.gan_floor": 4,
     "pipeline.search": 4,
+    "pipeline.predict": 4,
 }
 
 

@@ -112,7 +112,8 @@ def repo(tmp_path_factory) -> Path:
     _sh(repo, "git", "config", "user.email", "t@example.com")
     _sh(repo, "git", "config", "user.name", "test")
     _sh(repo, "dvc", "init", "-q")
-    _sh(repo, "dvc", "config", "core.analytics", "false")
+    # the project's DVC config: its default remote is a folder beside the checkout (here: root/dvc-remote)
+    shutil.copyfile(REPO_ROOT / ".dvc/config", repo / ".dvc/config")
     _sh(repo, "dvc", "add", "-q", "data")
     _sh(repo, "git", "add", "-A")
     _sh(repo, "git", "commit", "-qm", "init")
@@ -218,3 +219,23 @@ def test_dvc_exp_run_sets_a_preset_key_and_its_mlflow_run_tells_the_same_story(r
     assert run.data.tags["dvc.stage"] == "train@iris_mlp" and run.data.params["optimizer/lr"] == "0.005"
     assert run.data.params["trainer/max_epochs"] == "3"
     assert run.data.metrics["test/acc"] == pytest.approx(dvc_accuracy)
+
+
+def test_a_colleague_pulls_the_outputs_and_nothing_retrains(repo):
+    """The README's team recipe: repro, commit dvc.lock, push to the default remote; a fresh clone pulls, and
+    DVC reports every stage up to date, so nothing runs again."""
+    _sh(repo, "dvc", "repro")
+    _sh(repo, "git", "add", "-A")
+    _sh(repo, "git", "commit", "-qm", "outputs", "--allow-empty")
+    _sh(repo, "dvc", "push")
+    assert (repo.parent / "dvc-remote" / "files" / "md5").is_dir()  # ../../dvc-remote from .dvc/
+
+    colleague = repo.parent / "colleague"
+    _sh(repo.parent, "git", "clone", "-q", str(repo), str(colleague))
+    assert not (colleague / "experiments/iris_mlp/model.ckpt").exists()
+    _sh(colleague, "dvc", "pull")
+    assert (colleague / "experiments/iris_mlp/model.ckpt").read_bytes() == (
+        repo / "experiments/iris_mlp/model.ckpt"
+    ).read_bytes()
+    assert "Data and pipelines are up to date." in _sh(colleague, "dvc", "status")
+    assert _ran(_sh(colleague, "dvc", "repro")) == set()

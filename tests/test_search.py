@@ -62,7 +62,9 @@ def test_a_study_has_one_parent_run_per_mlflow_store(tmp_path, migrated_mlflow_d
     from pipeline.tracking.run import PARENT_RUN_ENV, open_store
     from pipeline.tracking.sweep import study_parent
 
-    monkeypatch.delenv(PARENT_RUN_ENV, raising=False)  # study_parent sets it for the sweep's jobs
+    # study_parent sets it for the sweep's jobs: undone after the test (set first, so the undo knows it was unset)
+    monkeypatch.setenv(PARENT_RUN_ENV, "")
+    monkeypatch.delenv(PARENT_RUN_ENV)
     stores = []
     for name in ("mine", "theirs"):
         shutil.copyfile(migrated_mlflow_db, tmp_path / f"{name}.db")

@@ -97,9 +97,16 @@ def test_a_2x2_grid_is_one_parent_with_four_children_and_a_summary(processed, tm
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
 
 
-def test_seeds_of_one_config_are_aggregated_on_the_parent(processed, tmp_path, mlflow_store):
-    sweep(processed, tmp_path, *FAST, "seed=1,2,3")
+def test_seeds_of_one_config_are_aggregated_on_the_parent_and_the_best_is_registered_once(
+    processed, tmp_path, mlflow_store
+):
+    with_models = [o for o in FAST if not o.startswith("logger.mlflow.pytorch_model")]
+    sweep(processed, tmp_path, *with_models, "seed=1,2,3", "logger.mlflow.registered_model_name=spirals")
     parent, children = runs_of(mlflow_store)
+    client = MlflowClient(mlflow_store)
+    (version,) = client.search_model_versions("name = 'spirals'")  # once, after the sweep
+    assert version.run_id == parent.data.tags["best_run_id"]
+    assert client.get_model_version_by_alias("spirals", "champion").version == version.version
     accuracies = [run.data.metrics["test/acc"] for run in children]
     assert len(set(accuracies)) > 1, "different seeds give different runs"
     assert parent.data.metrics["test/acc/mean"] == pytest.approx(statistics.fmean(accuracies))

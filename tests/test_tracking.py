@@ -166,7 +166,7 @@ def test_an_unknown_model_format_is_refused_by_name(tmp_path):
         PipelineMLFlowLogger(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", experiment_name="x", model_format="onnx")
 
 
-def test_only_the_run_owner_and_the_sweep_callback_import_mlflow():
+def test_only_the_run_owner_the_sweep_callback_the_registry_and_the_model_loader_import_mlflow():
     import ast
 
     from tests.conftest import REPO_ROOT
@@ -183,4 +183,41 @@ def test_only_the_run_owner_and_the_sweep_callback_import_mlflow():
             )
             if any(name == "mlflow" or name.startswith("mlflow.") for name in names):
                 importers.add(path.relative_to(REPO_ROOT / "src").as_posix())
-    assert importers == {"pipeline/tracking/run.py", "pipeline/tracking/sweep.py"}
+    assert importers == {
+        "pipeline/tracking/run.py",  # runs
+        "pipeline/tracking/sweep.py",  # sweeps' parent runs
+        "pipeline/tracking/registry.py",  # model versions and aliases
+        "pipeline/tracking/loading.py",  # a logged model, loaded back
+    }
+
+
+def test_a_run_names_its_data_splits_and_samples_system_metrics(processed, tmp_path, mlflow_store):
+    """Three dataset inputs whose digests follow from the split files' bytes (recomputed here), and MLflow's
+    system metrics in the same run."""
+    import hashlib
+    import json
+
+    cfg = make_cfg(
+        processed,
+        tmp_path,
+        "logger=mlflow",
+        "experiment=spirals_mlp",
+        "trainer.max_epochs=3",
+        "logger.mlflow.pytorch_model=false",
+        "logger.mlflow.system_metrics_interval=0.2",
+        "callbacks=no_figures",
+    )
+    train(cfg)
+    run = only_run(mlflow_store, "spirals_mlp")
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"spirals-train", "spirals-val", "spirals-test"}
+    for split, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
+        files = [processed / "spirals" / f"{split}_{part}.npy" for part in ("x", "y")]
+        checksums = "".join(hashlib.md5(f.read_bytes()).hexdigest() for f in files)
+        recorded = inputs[f"spirals-{split}"]
+        assert recorded.dataset.digest == hashlib.md5(checksums.encode()).hexdigest()
+        assert json.loads(recorded.dataset.source)["uri"].endswith(f"spirals/{split}_x.npy")
+        assert [(t.key, t.value) for t in recorded.tags] == [("mlflow.data.context", context)]
+    cpu = MlflowClient(mlflow_store).get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+    assert cpu and all(0 <= m.value <= 100 * 64 for m in cpu)
+    assert "system/system_memory_usage_megabytes" in run.data.metrics

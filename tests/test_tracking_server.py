@@ -16,11 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,19 +28,19 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.tracking.provenance import git_state
 from pipeline.train import train
-from tests.conftest import make_cfg
-from tests.servers import free_port, tail
+from tests.conftest import make_cfg, train_command
+from tests.servers import free_port, serving
 
-SERVER_START_TIMEOUT = 120  # seconds; a cold start (imports, schema migration) takes 5-10 s on 2 cores
+TEXT = {".yaml", ".json", ".txt", ".csv", ".log", ".md"}  # files a secret could be written into
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_store_uri: str, artifacts: Path, logs: Path) -> Iterator[str]:
-    """Run `mlflow server` on a free loopback port; yield its URL once /health answers; stop it after."""
+def mlflow_server(
+    backend_store_uri: str, artifacts: Path, logs: Path, *options: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Run `mlflow server` (with ``options``, and ``env`` added to its environment) on a free loopback port;
+    yield its URL once /health answers; stop it after."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    logs.mkdir(parents=True, exist_ok=True)
-    stdout, stderr = logs / "mlflow-server.out", logs / "mlflow-server.err"
     command = [
         sys.executable,
         "-m",
@@ -60,45 +57,13 @@ def mlflow_server(backend_store_uri: str, artifacts: Path, logs: Path) -> Iterat
         str(port),
         "--workers",
         "1",
+        *options,
     ]
     # No background job runner: it forks seven huey consumers the tests don't need.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    with open(stdout, "wb") as out, open(stderr, "wb") as err:
-        # Its own process group: the server runs uvicorn as a child, and teardown stops them all.
-        process = subprocess.Popen(
-            command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=logs, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"mlflow server exited with code {process.returncode} before answering "
-                    f"{url}/health; its stderr:\n{tail(stderr)}"
-                )
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"mlflow server did not answer {url}/health within {SERVER_START_TIMEOUT} s; "
-                    f"its stderr:\n{tail(stderr)}"
-                )
-            time.sleep(0.25)
+    server_env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
+    server_env.pop("MLFLOW_TRACKING_URI", None)
+    with serving(command, f"http://127.0.0.1:{port}", logs, server_env) as url:
         yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 def check_a_run_on_the_server(
@@ -182,3 +147,72 @@ def test_a_run_lands_on_a_tracking_server_with_postgresql(processed, tmp_path, p
     artifacts = tmp_path / "server" / "artifacts"
     with mlflow_server(postgres_uri, artifacts, tmp_path / "server") as url:
         check_a_run_on_the_server(url, artifacts, processed, tmp_path, monkeypatch)
+
+
+# --- a team server with logins (MLflow's basic-auth app) -------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_server_with_logins_admits_its_users_only(processed, tmp_path, postgres_uri, monkeypatch):
+    """`mlflow server --app-name basic-auth` on PostgreSQL: a user trains with its credentials; without them
+    the training stops before any work, naming the server; another user denied the experiment cannot read
+    it; no password reaches a param, tag, artifact or file of the run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import get_app_client
+
+    secrets = {name: f"{name}-{os.urandom(8).hex()}" for name in ("admin", "alice", "bob")}  # >= 12 characters
+    ini = tmp_path / "basic_auth.ini"
+    ini.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{tmp_path / 'users.db'}\nadmin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    env = {
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": secrets["admin"],  # the first start creates the admin with it
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex(),
+    }
+    artifacts = tmp_path / "server" / "artifacts"
+    with mlflow_server(postgres_uri, artifacts, tmp_path / "server", "--app-name", "basic-auth", env=env) as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", secrets["admin"])
+        users = get_app_client("basic-auth", tracking_uri=url)
+        for name in ("alice", "bob"):
+            users.create_user(name, secrets[name])
+
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", secrets["alice"])
+        overrides = ["experiment=spirals_mlp", "trainer.max_epochs=1", "logger=mlflow", "callbacks=no_figures"]
+        train(make_cfg(processed, tmp_path / "alice", *overrides, "task_name=alice_exp"))
+        client = MlflowClient(url)
+        experiment = client.get_experiment_by_name("alice_exp")
+        (run,) = client.search_runs([experiment.experiment_id])
+        assert run.info.status == "FINISHED" and run.info.user_id == "alice"
+
+        anonymous = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+        command = train_command(processed, tmp_path / "anonymous", *overrides, "task_name=alice_exp")
+        result = subprocess.run(
+            command, env={**anonymous, "MLFLOW_TRACKING_URI": url}, capture_output=True, text=True, timeout=300
+        )
+        output = result.stdout + result.stderr  # Hydra's job logging writes to stdout
+        assert result.returncode == 1 and "Traceback" not in output, output[-2000:]
+        assert f"ConfigError: the MLflow server {url} wants a login (UNAUTHENTICATED)" in output
+
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", secrets["admin"])
+        users.grant_user_permission("bob", "experiment", experiment.experiment_id, "DENY")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", secrets["bob"])
+        with pytest.raises(MlflowException) as refused:
+            MlflowClient(url).get_experiment(experiment.experiment_id)
+        assert refused.value.error_code == "PERMISSION_DENIED"
+
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", secrets["alice"])
+        assert len(MlflowClient(url).search_runs([experiment.experiment_id])) == 1  # the refused one never started
+        run = MlflowClient(url).get_run(run.info.run_id)
+        recorded = [*run.data.params.values(), *run.data.tags.values()]
+        for folder in (artifacts, tmp_path / "alice"):  # what the server stored, and the run folder
+            recorded += [p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file() and p.suffix in TEXT]
+        assert not [text for text in recorded for secret in secrets.values() if secret in text]

@@ -158,6 +158,11 @@ def preprocess_dataset(
         for split_name, (x, y) in processed.arrays.items():
             save_npy(tmp / f"{split_name}_x.npy", x)
             save_npy(tmp / f"{split_name}_y.npy", y)
+            # what a training run names as its inputs (MLflow datasets), without hashing the arrays again
+            files = (tmp / f"{split_name}_x.npy", tmp / f"{split_name}_y.npy")
+            meta["splits"][split_name]["md5"] = {
+                k: file_digest(f, "md5") for k, f in zip(("x", "y"), files, strict=True)
+            }
         save_json(tmp / META_FILE, meta)
     log.info("%s: wrote %s (%s)", name, out_dir, ", ".join(f"{s} {m['n']}" for s, m in meta["splits"].items()))
     return meta

@@ -37,6 +37,7 @@ class DatasetSpec:
     std: tuple[float, ...]
     normalize: bool = True
     pixel_scale: float = 1.0
+    feature_names: tuple[str, ...] = ()  # a table's columns, in the model's order (predict reads CSVs by them)
 
     @classmethod
     def from_meta(
@@ -59,6 +60,7 @@ class DatasetSpec:
             std=tuple(meta["normalization"]["std"]),
             normalize=bool(normalize),
             pixel_scale=IMAGE_PIXEL_SCALE if meta.get("kind") == "image" else 1.0,
+            feature_names=tuple(meta.get("feature_names", ())),
         )
 
     @classmethod
@@ -76,6 +78,7 @@ class DatasetSpec:
             std=tuple(record["normalization"]["std"]),
             normalize=bool(record["normalize"]),
             pixel_scale=float(scale),
+            feature_names=tuple(record.get("feature_names", ())),
         )
 
     def record(self) -> dict[str, Any]:
@@ -88,6 +91,7 @@ class DatasetSpec:
             "normalize": self.normalize,
             "normalization": {"mean": list(self.mean), "std": list(self.std)},
             "pixel_scale": self.pixel_scale,
+            "feature_names": list(self.feature_names),
         }
 
     @property

@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import ConfigError
 from pipeline.tracking.model import servable
-from pipeline.tracking.provenance import environment_tags, source_tags
+from pipeline.tracking.provenance import dataset_inputs, environment_tags, source_tags
+from pipeline.tracking.registry import register_run_model
 from pipeline.tracking.run import (
     MODEL_FORMATS,
     OPTUNA_STATE_TAG,
@@ -57,6 +58,8 @@ class PipelineMLFlowLogger(MLFlowLogger):
         artifact_location: str | None = None,
         pytorch_model: bool = True,
         model_format: str = "pt2",
+        registered_model_name: str | None = None,
+        system_metrics_interval: float | None = 10.0,
         **kwargs: Any,
     ) -> None:
         if model_format not in MODEL_FORMATS:
@@ -75,6 +78,8 @@ class PipelineMLFlowLogger(MLFlowLogger):
         )
         self.tracking_uri, self.experiment_name, self.run_name = tracking_uri, experiment_name, run_name
         self.pytorch_model, self.model_format = pytorch_model, model_format
+        self.registered_model_name = registered_model_name
+        self.system_metrics_interval = system_metrics_interval
         self.run: TrackedRun | None = None
 
     def begin(self, tags: Mapping[str, str], continue_run_id: str | None) -> TrackedRun:
@@ -107,10 +112,14 @@ class PipelineMLFlowLogger(MLFlowLogger):
 
 
 class RunOutcome:
-    """What a tracked training reports after it: the best checkpoint, the model summary and the model."""
+    """What a tracked training reports after it: the best checkpoint, the model summary and the model, which
+    it registers when the config names a registered model (a sweep registers its best job's, afterwards)."""
 
-    def __init__(self, trackers: list[PipelineMLFlowLogger], datamodule: Any) -> None:
+    def __init__(self, trackers: list[PipelineMLFlowLogger], datamodule: Any, cfg: DictConfig) -> None:
         self.trackers, self.datamodule = trackers, datamodule
+        self.register_model = bool(cfg.get("register_model"))
+        self.sweep_job = bool(sweep_job_tags())  # a sweep registers its best job's model once, at its end
+        self.metric, self.mode = cfg.get("optimized_metric"), str(cfg.get("optimized_mode", "min"))
 
     def record(self, model: L.LightningModule, best_checkpoint: str | None) -> None:
         for tracker in self.trackers:
@@ -120,8 +129,16 @@ class RunOutcome:
             if best_checkpoint:
                 run.log_artifact(best_checkpoint, "checkpoints")
             if tracker.pytorch_model:
-                module, example = servable(model, self.datamodule)
-                run.log_model(module, example, tracker.model_format)
+                module, example, metadata = servable(model, self.datamodule)
+                model_uri = run.log_model(module, example, tracker.model_format, metadata)
+                name = registered_name(tracker, self.register_model)
+                if name and not self.sweep_job:
+                    register_run_model(run.tracking_uri, run.run_id, name, self.metric, self.mode, model_uri)
+
+
+def registered_name(tracker: PipelineMLFlowLogger, register_model: bool) -> str | None:
+    """``logger.mlflow.registered_model_name``, else with ``register_model=true`` the experiment's name."""
+    return tracker.registered_model_name or (tracker.experiment_name if register_model else None)
 
 
 @contextlib.contextmanager
@@ -138,9 +155,12 @@ def track_run(
             tags = {**source_tags(cfg, datamodule.meta, experiment_preset()), **environment_tags(), **sweep_job_tags()}
             for tracker in trackers:
                 run = tracker.begin(tags, continue_run_id)
+                if tracker.system_metrics_interval:
+                    run.monitor_system(float(tracker.system_metrics_interval))
                 run.log_config(composed_config(cfg))
+                run.log_datasets(dataset_inputs(datamodule.meta, datamodule.processed_dir, cfg.paths.root_dir))
                 run.save_reference(trainer.default_root_dir, tracker.experiment_name)
-        yield RunOutcome(trackers, datamodule)
+        yield RunOutcome(trackers, datamodule, cfg)
     except BaseException as exc:
         pruned = type(exc).__name__ == "TrialPruned"  # optuna's: the search stopped this trial early
         _end_all(

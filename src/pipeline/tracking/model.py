@@ -57,16 +57,24 @@ class SampleGenerator(nn.Module):
         return (self.generator(z[:, : self.latent_dim], labels) + 1) / 2
 
 
-def servable(module: L.LightningModule, datamodule: Any) -> tuple[nn.Module, np.ndarray]:
-    """The module to log and an input example (two rows) for its signature."""
+def servable(module: L.LightningModule, datamodule: Any) -> tuple[nn.Module, np.ndarray, dict[str, Any]]:
+    """The module to log, an input example (two rows: torch.export keeps a batch of one fixed) for its
+    signature, and the metadata ``pipeline.predict`` reads back: the family, the output and the data spec."""
+    metadata: dict[str, Any] = {"family": module.family, "data": datamodule.spec.record()}
     if module.family == "gan":
         sampler, latent_dim = module.sampler, module.hparams["latent_dim"]
         assert isinstance(sampler, Generator)  # GANModule.sampler
         generator = SampleGenerator(sampler, latent_dim)
         width = latent_dim + int(sampler.conditional)
-        return generator.cpu().eval(), np.zeros((2, width), dtype=np.float32)
-    output = "identity" if module.family == "regression" else ("sigmoid" if module.binary else "softmax")
-    predictor = Predictor(module.get_submodule("net"), datamodule.spec, output).cpu().eval()
+        return generator.cpu().eval(), np.zeros((2, width), dtype=np.float32), {**metadata, "output": "images"}
+    predictor = Predictor(module.get_submodule("net"), datamodule.spec, output_kind(module)).cpu().eval()
     x, _ = datamodule.splits["test"].tensors if "test" in datamodule.splits else (None, None)
     example = x[:2].float().numpy() if x is not None else np.zeros((2, *datamodule.spec.input_shape), dtype=np.float32)
-    return predictor, example
+    return predictor, example, {**metadata, "output": predictor.output}
+
+
+def output_kind(module: L.LightningModule) -> str:
+    """What a supervised module's logged model returns: softmax (classes), sigmoid (binary) or identity."""
+    if module.family == "regression":
+        return "identity"
+    return "sigmoid" if module.binary else "softmax"

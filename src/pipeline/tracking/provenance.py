@@ -9,6 +9,8 @@ those deciding facts, so two runs that differ can be compared in the UI and the 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import platform
 import subprocess
@@ -19,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
+
+from pipeline.tracking.run import DatasetInputRecord
 
 # MLflow refuses tag values over 8,000 characters; ours are short, but a path may not be.
 MAX_TAG_LENGTH = 5000
@@ -109,3 +113,23 @@ def environment_tags() -> dict[str, str]:
         "env.platform": platform.platform(),
     }
     return {key: value[:MAX_TAG_LENGTH] for key, value in tags.items()}
+
+
+SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}  # MLflow's dataset contexts
+
+
+def dataset_inputs(
+    meta: Mapping[str, Any], processed_dir: str | Path, root_dir: str | Path
+) -> list[DatasetInputRecord]:
+    """The dataset's splits as MLflow inputs named ``<dataset>-<split>``, with digests from the checksums the
+    preprocess stage recorded in ``meta.json`` (none for data processed before it recorded them)."""
+    folder = Path(processed_dir).absolute()
+    with contextlib.suppress(ValueError):  # inside the project: a path that means the same on every clone
+        folder = folder.relative_to(Path(root_dir).absolute())
+    records = []
+    for split, context in SPLIT_CONTEXTS.items():
+        md5 = meta.get("splits", {}).get(split, {}).get("md5")
+        if md5:
+            digest = hashlib.md5(f"{md5['x']}{md5['y']}".encode()).hexdigest()  # 32 characters: MLflow takes 36
+            records.append(DatasetInputRecord(f"{meta['name']}-{split}", digest, f"{folder}/{split}_x.npy", context))
+    return records

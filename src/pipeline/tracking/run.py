@@ -24,6 +24,7 @@ children (``sweep_job_tags``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -57,6 +58,17 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit for a param value
 MODEL_FORMATS = ("pt2", "pickle")
 
 
+@dataclasses.dataclass(frozen=True)
+class DatasetInputRecord:
+    """One split a run used, as MLflow lists it: ``mnist-train``, its digest, where it lives, and the context
+    (training, validation or testing)."""
+
+    name: str
+    digest: str
+    source: str
+    context: str
+
+
 # --- the store --------------------------------------------------------------------------------------
 
 
@@ -87,13 +99,33 @@ def open_store(tracking_uri: str) -> Any:
     if not tracking_uri.startswith(SQLITE_PREFIX):
         # only a local file can be locked from here: migrate a new database server once, before several
         # jobs start on it (`mlflow db upgrade <uri>`, README)
-        return MlflowClient(tracking_uri)
+        client = MlflowClient(tracking_uri)
+        check_access(client, tracking_uri)
+        return client
     database = Path(tracking_uri.removeprefix(SQLITE_PREFIX))
     database.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{database}.lock"):
         client = MlflowClient(tracking_uri)  # creates and migrates the schema (once per process)
         client.search_experiments(max_results=1)
     return client
+
+
+def check_access(client: Any, tracking_uri: str) -> None:
+    """One request before any work: a server that wants a login says so with its name, not a stack trace."""
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.errors import ConfigError
+
+    try:
+        client.search_experiments(max_results=1)
+    except MlflowException as error:
+        if error.error_code not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            raise
+        refused = "wants a login" if error.error_code == "UNAUTHENTICATED" else "refused this account"
+        raise ConfigError(
+            f"the MLflow server {redact_text(tracking_uri)} {refused} ({error.error_code}): set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account it knows (README, Team)"
+        ) from None
 
 
 def experiment_id(client: Any, tracking_uri: str, name: str) -> str:
@@ -145,6 +177,7 @@ class TrackedRun:
         self.client, self.tracking_uri = client, tracking_uri
         self.run_id, self.experiment_id = run_id, experiment_id
         self.continued = continued  # a resumed training's run, set RUNNING again
+        self.monitor: Any = None  # the system-metrics monitor, when started
 
     @classmethod
     def start(
@@ -170,6 +203,11 @@ class TrackedRun:
             client.delete_tag(run_id, ENDED_TAG)
         log.info("continuing MLflow run %s", run_id)
         return cls(client, tracking_uri, run_id, experiment, continued=True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Without the system-metrics monitor (a thread): DDP's spawned processes get a copy of the logger, and
+        the process that started the run keeps monitoring it."""
+        return {**self.__dict__, "monitor": None}
 
     def log_tags(self, tags: Mapping[str, str]) -> None:
         _log_tags(self.client, self.run_id, redact(dict(tags)))
@@ -199,14 +237,41 @@ class TrackedRun:
             self.client.log_batch(self.run_id, params=new[start : start + 100])
         return sorted(key for key, value in values.items() if key in logged and logged[key] != value)
 
+    def log_datasets(self, inputs: Sequence[DatasetInputRecord]) -> None:
+        """The run's data as MLflow dataset inputs (the UI's *Datasets* column), in one call."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        datasets = [
+            DatasetInput(
+                Dataset(name=i.name, digest=i.digest, source_type="local", source=json.dumps({"uri": i.source})),
+                tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=i.context)],
+            )
+            for i in inputs
+        ]
+        if datasets:
+            self.client.log_inputs(self.run_id, datasets=datasets)
+
+    def monitor_system(self, interval: float) -> None:
+        """MLflow's own system-metrics monitor (CPU, memory, disk, network; GPUs through nvidia-ml-py) on this
+        run, sampling every ``interval`` seconds until ``end``: Lightning's logger creates runs without it,
+        whatever MLflow's global switch says."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval, tracking_uri=self.tracking_uri)
+        self.monitor.start()
+
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
     def log_artifact(self, path: str | Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_dir)
 
-    def log_model(self, model: Any, example: Any, serialization_format: str) -> None:
-        """``model`` as the run's MLflow model ``model`` (PyTorch flavour), with signature and input example.
+    def log_model(
+        self, model: Any, example: Any, serialization_format: str, metadata: dict[str, Any] | None = None
+    ) -> str:
+        """``model`` as the run's MLflow model ``model`` (PyTorch flavour), with signature, input example and
+        ``metadata`` (in its MLmodel file); returns its URI (``models:/<model id>``).
 
         MLflow's model logging has no client form: it reads the process's tracking URI (so it runs with
         that URI set for the call only, ``_scoped_tracking_uri``) and would file the model under the
@@ -229,7 +294,7 @@ class TrackedRun:
             params=self.client.get_run(self.run_id).data.params,
         )
         with _scoped_tracking_uri(self.tracking_uri):
-            mlflow.pytorch.log_model(
+            info = mlflow.pytorch.log_model(
                 model,
                 name="model",
                 run_id=self.run_id,
@@ -238,10 +303,15 @@ class TrackedRun:
                 signature=infer_signature(example, prediction),
                 pip_requirements=requirements,
                 serialization_format=serialization_format,
+                metadata=metadata,
             )
+        return str(info.model_uri)
 
     def end(self, status: str, tags: dict[str, str] | None = None) -> None:
         """FINISHED, FAILED or KILLED, with any last tags (an Optuna trial's state)."""
+        if self.monitor is not None:
+            self.monitor.finish()  # its last samples, while the run is still RUNNING
+            self.monitor = None
         for key, value in (tags or {}).items():
             self.client.set_tag(self.run_id, key, value)
         self.client.set_terminated(self.run_id, status)

@@ -97,8 +97,25 @@ class MlflowSweepCallback(Callback):
         try:
             summary = summarize_sweep(open_store(settings[0]), run_id, metric, mode)
             log.info("sweep summary (MLflow run %s): %s", run_id, summary)
+            register_best(config, settings, summary.get("best_run_id") if status == "FINISHED" else None)
         finally:
             end_run(settings[0], run_id, status)
+
+
+def register_best(config: DictConfig, settings: tuple[str, str], best_run_id: str | None) -> None:
+    """The sweep's best job's model as a new version of the configured registered model (once per sweep)."""
+    from pipeline.tracking.registry import register_run_model
+    from pipeline.tracking.run import open_store
+
+    logger = config.logger.mlflow
+    name = logger.get("registered_model_name") or (settings[1] if config.get("register_model") else None)
+    if not name or not best_run_id or not logger.get("pytorch_model", True):
+        return
+    client = open_store(settings[0])
+    if client.search_model_versions(f"name = '{name}' and run_id = '{best_run_id}'"):
+        return  # a persistent study's best, already registered by an earlier run or another worker
+    mode = str(config.get("optimized_mode", "min"))
+    register_run_model(settings[0], best_run_id, str(name), config.get("optimized_metric"), mode)
 
 
 def persistent_study(config: DictConfig) -> tuple[str, str, Literal["minimize", "maximize"]] | None:
