@@ -141,6 +141,7 @@ def test_the_command_line_with_a_checkpoint_and_an_array(models, processed, tmp_
         ("x1,id\n0.5,a\n", "missing feature column(s) x2; the model takes x1, x2"),
         ("x1,x2\n0.5,1\n0.2,abc\n", "line 3, column x2: 'abc' is not a number"),
         ("", "not a readable CSV table"),
+        ("x1,x2\n", "a header and no rows"),
     ],
 )
 def test_a_bad_table_names_the_file_and_the_problem(models, tmp_path, content, message):
@@ -149,6 +150,13 @@ def test_a_bad_table_names_the_file_and_the_problem(models, tmp_path, content, m
         run_predict(models, models["spirals_ckpt"], tmp_path / "bad.csv", tmp_path / "out.csv")
     assert message in str(error.value)
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_tab_separated_file_with_spaced_names_is_read_like_the_training_table(models, tmp_path):
+    (tmp_path / "points.tsv").write_text(" x1 \t x2 \n0.5\t-1.2\n")
+    out = run_predict(models, models["spirals_ckpt"], tmp_path / "points.tsv", tmp_path / "out.csv")
+    expected = reference(models["spirals_ckpt"], np.array([[0.5, -1.2]], dtype=np.float32))
+    np.testing.assert_allclose(out["probability"], expected.max(axis=1), rtol=1e-5)
 
 
 def test_bad_images_arrays_and_models_are_refused(models, processed, tmp_path):

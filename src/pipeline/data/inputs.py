@@ -45,9 +45,13 @@ def read_table(path: Path, spec: DatasetSpec) -> tuple[np.ndarray, pd.DataFrame]
     if len(spec.input_shape) != 1 or not spec.feature_names:
         raise DataFormatError(f"input={path}: a CSV feeds a model trained on a table; this one takes {_shape(spec)}")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        separator = "\t" if path.suffix.lower() == ".tsv" else ","
+        table = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise DataFormatError(f"{path}: not a readable CSV table ({error})") from None
+    table.columns = table.columns.str.strip()  # as the training table's header was read
+    if table.empty:
+        raise DataFormatError(f"{path}: a header and no rows")
     missing = [name for name in spec.feature_names if name not in table.columns]
     if missing:
         raise DataFormatError(
@@ -104,6 +108,8 @@ def read_array(path: Path, spec: DatasetSpec) -> tuple[np.ndarray, pd.DataFrame]
     shape = spec.input_shape
     if array.ndim == len(shape) and len(shape) == 3 and shape[0] == 1:
         array = array[:, None]  # (n, H, W) of a one-channel model
+    if len(array) == 0:
+        raise DataFormatError(f"{path}: an array of no rows")
     if array.shape[1:] != shape or not np.issubdtype(array.dtype, np.number):
         raise DataFormatError(
             f"{path}: an array of shape {array.shape} ({array.dtype}); the model takes {_shape(spec)}"

@@ -18,6 +18,7 @@ import logging
 import math
 from typing import Any
 
+from pipeline.errors import ConfigError
 from pipeline.tracking.run import ENDED_TAG, PROCESS_TAG, _scoped_tracking_uri, open_store
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ def register_run_model(
     crowned ``champion`` when it is the best so far; returns the ``ModelVersion``."""
     import mlflow
 
+    if mode not in ("min", "max"):  # before a version exists
+        raise ConfigError(f"optimized_mode={mode!r}: expected min or max")
     client = open_store(tracking_uri)
     run = client.get_run(run_id)
     # MLflow's registration resolves model URIs through the process-wide tracking URI

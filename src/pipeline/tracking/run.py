@@ -258,7 +258,10 @@ class TrackedRun:
         whatever MLflow's global switch says."""
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval, tracking_uri=self.tracking_uri)
+        # a continued run's samples go on from its last step
+        self.monitor = SystemMetricsMonitor(
+            self.run_id, sampling_interval=interval, resume_logging=self.continued, tracking_uri=self.tracking_uri
+        )
         self.monitor.start()
 
     def log_text(self, text: str, artifact_file: str) -> None:

@@ -97,7 +97,7 @@ class MlflowSweepCallback(Callback):
         try:
             summary = summarize_sweep(open_store(settings[0]), run_id, metric, mode)
             log.info("sweep summary (MLflow run %s): %s", run_id, summary)
-            register_best(config, settings, summary.get("best_run_id") if status == "FINISHED" else None)
+            register_best(config, settings, summary.get("best_finished_run_id") if status == "FINISHED" else None)
         finally:
             end_run(settings[0], run_id, status)
 
@@ -115,7 +115,10 @@ def register_best(config: DictConfig, settings: tuple[str, str], best_run_id: st
     if client.search_model_versions(f"name = '{name}' and run_id = '{best_run_id}'"):
         return  # a persistent study's best, already registered by an earlier run or another worker
     mode = str(config.get("optimized_mode", "min"))
-    register_run_model(settings[0], best_run_id, str(name), config.get("optimized_metric"), mode)
+    try:
+        register_run_model(settings[0], best_run_id, str(name), config.get("optimized_metric"), mode)
+    except Exception:  # Hydra turns a callback's error into a warning: say it plainly
+        log.exception("could not register the sweep's best model (run %s) as %s", best_run_id, name)
 
 
 def persistent_study(config: DictConfig) -> tuple[str, str, Literal["minimize", "maximize"]] | None:
@@ -139,12 +142,13 @@ def study_parent(
 ) -> str:
     """The one parent run of a persistent study: created with the study, found again by every later run of
     it and by every other worker (the study's user attribute names it), so all its trials are its children."""
-    from pipeline.studies import claim_study, parent_run_attr, wait_for_attr
+    from pipeline.studies import PARENT_RUN_ATTR, claim_study, parent_run_attr, wait_for_attr
     from pipeline.tracking.run import RUN_NAME_TAG, STUDY_TAG, open_store, resume_sweep_parent, start_sweep_parent
 
     optuna_study, created = claim_study(storage, study, direction)
     attr = parent_run_attr(uri)
     run_id = None if created else wait_for_attr(optuna_study, attr, timeout=0 if optuna_study.trials else 60)
+    run_id = run_id or optuna_study.user_attrs.get(PARENT_RUN_ATTR)  # a study from before parents per store
     if run_id is not None and _run_is_active(open_store(uri), str(run_id)):
         log.info("continuing study %s: MLflow parent run %s", study, run_id)
         return resume_sweep_parent(uri, str(run_id))
@@ -160,8 +164,10 @@ def _run_is_active(client: Any, run_id: str) -> bool:
 
     try:
         return bool(client.get_run(run_id).info.lifecycle_stage == "active")
-    except MlflowException:
-        return False
+    except MlflowException as error:  # gone for good; any other error (a server down, no access) is raised
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
 
 
 def shared_overrides(cli_overrides: Sequence[str]) -> list[str]:
@@ -201,11 +207,13 @@ def summarize_sweep(client: Any, parent_run_id: str, metric: str | None, mode: s
         else:
             client.log_batch(parent_run_id, params=[_param(key, value) for key, value in best_values.items()])
         client.set_tag(parent_run_id, "best_run_id", best["run_id"])
+        finished = _best([job for job in jobs if job["status"] == "FINISHED"], metric, mode)  # these logged a model
         summary.update(
             {
                 "best_value": best["metrics"][metric],
                 "best_run_id": best["run_id"],
                 "best_params": {key: best["overrides"].get(key) for key in swept},
+                "best_finished_run_id": finished["run_id"] if finished else None,
             }
         )
     groups = seed_groups(jobs, swept)
