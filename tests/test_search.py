@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -14,7 +13,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from pipeline.search.space import search_space, trial_overrides
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, train_command
+
+
+def search_env() -> dict[str, str]:
+    """The test's environment (its MLflow store) at call time, one torch thread per worker on 2 cores."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def test_the_presets_search_spaces_are_the_distributions_they_were():
@@ -84,25 +88,31 @@ def test_a_study_has_one_parent_run_per_mlflow_store(tmp_path, migrated_mlflow_d
     assert replaced not in (mine, theirs) and parent(stores[0]) == replaced
 
 
-def search(
-    processed: Path, logs: Path, storage: str, *overrides: str, logger: str = "csv"
-) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline.train",
+def search_command(processed: Path, logs: Path, storage: str, *overrides: str, logger: str = "csv") -> list[str]:
+    """``python -m pipeline.train hparams_search=spirals_optuna`` on study ``demo`` of ``storage``."""
+    return train_command(
+        processed,
+        logs,
         "hparams_search=spirals_optuna",
-        f"paths.processed_dir={processed}",
-        f"paths.log_dir={logs}",
         f"hydra.sweeper.storage={storage}",
         "hydra.sweeper.study_name=demo",
         f"logger={logger}",
         "callbacks=no_figures",
         "callbacks.progress_bar.refresh_rate=0",
         *overrides,
-    ]
+    )
+
+
+def search(
+    processed: Path, logs: Path, storage: str, *overrides: str, logger: str = "csv"
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        search_command(processed, logs, storage, *overrides, logger=logger),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=search_env(),
     )
 
 
@@ -156,23 +166,15 @@ def test_two_workers_and_a_later_run_share_one_study_and_one_parent_run(processe
     from mlflow.tracking import MlflowClient
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    tracked = ["logger=mlflow", "logger.mlflow.pytorch_model=false", "hydra.sweeper.n_trials=2", "trainer.max_epochs=2"]
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline.train",
-        "hparams_search=spirals_optuna",
-        f"paths.processed_dir={processed}",
-        f"hydra.sweeper.storage={storage}",
-        "hydra.sweeper.study_name=demo",
-        "callbacks=no_figures",
-        "callbacks.progress_bar.refresh_rate=0",
-        *tracked,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    tracked = ["logger.mlflow.pytorch_model=false", "hydra.sweeper.n_trials=2", "trainer.max_epochs=2"]
+
+    def command(logs: Path) -> list[str]:
+        return search_command(processed, logs, storage, *tracked, logger="mlflow")
+
+    env = search_env()
     workers = [
         subprocess.Popen(
-            [*command, f"paths.log_dir={tmp_path / f'w{i}'}"],
+            command(tmp_path / f"w{i}"),
             cwd=REPO_ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -185,7 +187,7 @@ def test_two_workers_and_a_later_run_share_one_study_and_one_parent_run(processe
         output = worker.communicate(timeout=600)[0]
         assert worker.returncode == 0, output[-3000:]
     later = subprocess.run(
-        [*command, f"paths.log_dir={tmp_path / 'w2'}"],
+        command(tmp_path / "w2"),
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -215,22 +217,8 @@ def test_a_killed_search_continues_with_its_trials_kept(processed, tmp_path):
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     slow = ["+callbacks.slow._target_=tests.slow_epochs.SlowEpochs", "+callbacks.slow.seconds=0.5"]
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline.train",
-        "hparams_search=spirals_optuna",
-        f"paths.processed_dir={processed}",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"hydra.sweeper.storage={storage}",
-        "hydra.sweeper.study_name=demo",
-        "logger=csv",
-        "callbacks=no_figures",
-        "callbacks.progress_bar.refresh_rate=0",
-        "hydra.sweeper.n_trials=3",
-        "trainer.max_epochs=4",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = search_command(processed, tmp_path / "logs", storage, "hydra.sweeper.n_trials=3", "trainer.max_epochs=4")
+    env = search_env()
     search_process = subprocess.Popen(
         [*command, *slow], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
