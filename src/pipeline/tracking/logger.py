@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.errors import ConfigError
 from pipeline.tracking.model import servable
 from pipeline.tracking.provenance import dataset_inputs, environment_tags, source_tags
-from pipeline.tracking.registry import register_run_model
+from pipeline.tracking.registry import register_run_model, registered_name
 from pipeline.tracking.run import (
     MODEL_FORMATS,
     OPTUNA_STATE_TAG,
@@ -131,14 +131,9 @@ class RunOutcome:
             if tracker.pytorch_model:
                 module, example, metadata = servable(model, self.datamodule)
                 model_uri = run.log_model(module, example, tracker.model_format, metadata)
-                name = registered_name(tracker, self.register_model)
+                name = registered_name(tracker.registered_model_name, tracker.experiment_name, self.register_model)
                 if name and not self.sweep_job:
                     register_run_model(run.tracking_uri, run.run_id, name, self.metric, self.mode, model_uri)
-
-
-def registered_name(tracker: PipelineMLFlowLogger, register_model: bool) -> str | None:
-    """``logger.mlflow.registered_model_name``, else with ``register_model=true`` the experiment's name."""
-    return tracker.registered_model_name or (tracker.experiment_name if register_model else None)
 
 
 @contextlib.contextmanager

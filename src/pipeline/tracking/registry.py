@@ -28,6 +28,12 @@ CHAMPION = "champion"
 PROCESS_TAGS = (PROCESS_TAG, ENDED_TAG)
 
 
+def registered_name(registered_model_name: str | None, experiment_name: str, register_model: bool) -> str | None:
+    """``logger.mlflow.registered_model_name``, else with ``register_model=true`` the experiment's name, else None
+    (the training's logger and a sweep's end decide alike)."""
+    return registered_model_name or (experiment_name if register_model else None)
+
+
 def register_run_model(
     tracking_uri: str, run_id: str, name: str, metric: str | None, mode: str, model_uri: str | None = None
 ) -> Any:

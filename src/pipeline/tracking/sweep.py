@@ -104,11 +104,11 @@ class MlflowSweepCallback(Callback):
 
 def register_best(config: DictConfig, settings: tuple[str, str], best_run_id: str | None) -> None:
     """The sweep's best job's model as a new version of the configured registered model (once per sweep)."""
-    from pipeline.tracking.registry import register_run_model
+    from pipeline.tracking.registry import register_run_model, registered_name
     from pipeline.tracking.run import open_store
 
     logger = config.logger.mlflow
-    name = logger.get("registered_model_name") or (settings[1] if config.get("register_model") else None)
+    name = registered_name(logger.get("registered_model_name"), settings[1], bool(config.get("register_model")))
     if not name or not best_run_id or not logger.get("pytorch_model", True):
         return
     client = open_store(settings[0])
