@@ -172,7 +172,7 @@ SPLIT = {"val_size": 0.2, "test_size": 0.2, "seed": 0, "missing": "fail"}
 @pytest.fixture(scope="session")
 def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny preprocessed datasets named like the real ones, so the real configs apply unchanged (read-only)."""
-    from pipeline.data.processed import preprocess_dataset
+    from pipeline.data.preparing import preprocess_dataset
     from pipeline.data.sources import GeneratedTable, IdxImages
     from pipeline.data.synthetic import blobs, line, spirals
 
@@ -192,6 +192,20 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         preprocess_dataset(
             images, name, "classification", root / "raw" / name, root / "processed" / name, {"val_size": 20, "seed": 0}
         )
+    from pipeline.data.cifar import Cifar10
+    from tests.test_cifar import ARCHIVE, md5, official_batches, write_archive
+
+    archive = write_archive(root / "mirror" / "cifar10" / ARCHIVE, official_batches())
+    cifar = Cifar10(folder="cifar10", archive={"name": ARCHIVE, "md5": md5(archive)})
+    cifar.fetch(root / "raw" / "cifar10", mirror=str(root / "mirror"))
+    preprocess_dataset(
+        cifar,
+        "cifar10",
+        "classification",
+        root / "raw/cifar10",
+        root / "processed/cifar10",
+        {"val_size": 10, "seed": 0},
+    )
     return root / "processed"
 
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
 
-from pipeline.data.processed import preprocess_dataset
+from pipeline.data.preparing import preprocess_dataset
 from pipeline.data.sources import IdxImages
 from pipeline.errors import ModelConfigError
 from pipeline.models.checkpoints import load_module

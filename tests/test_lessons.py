@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from pipeline.data.processed import preprocess_dataset
+from pipeline.data.preparing import preprocess_dataset
 from pipeline.data.sources import build_source
 from pipeline.train import train
 from tests.conftest import REPO_ROOT, make_cfg

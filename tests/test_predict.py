@@ -139,9 +139,9 @@ def test_the_command_line_with_a_checkpoint_and_an_array(models, processed, tmp_
     ("content", "message"),
     [
         ("x1,id\n0.5,a\n", "missing feature column(s) x2; the model takes x1, x2"),
-        ("x1,x2\n0.5,1\n0.2,abc\n", "line 3, column x2: 'abc' is not a number"),
-        ("", "not a readable CSV table"),
-        ("x1,x2\n", "a header and no rows"),
+        ("x1,x2\n0.5,1\n0.2,abc\n", "line 3, column 'x2': 'abc' is not a number"),
+        ("", "the file is empty"),
+        ("x1,x2\n", "has a header (x1, x2) but no data rows"),
     ],
 )
 def test_a_bad_table_names_the_file_and_the_problem(models, tmp_path, content, message):
@@ -162,7 +162,7 @@ def test_a_tab_separated_file_with_spaced_names_is_read_like_the_training_table(
 def test_bad_images_arrays_and_models_are_refused(models, processed, tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(DataFormatError, match=r"broken\.png: not a readable image"):
+    with pytest.raises(DataFormatError, match=r"broken\.png: not an image Pillow can read"):
         run_predict(models, models["digits_ckpt"], tmp_path / "images", tmp_path / "out.csv")
     np.save(tmp_path / "wrong.npy", np.zeros((2, 3), dtype=np.float32))
     with pytest.raises(DataFormatError, match=r"wrong\.npy: an array of shape \(2, 3\).*\(n, 1, 16, 16\)"):

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data.processed import load_split, preprocess_dataset, read_meta
+from pipeline.data.preparing import preprocess_dataset
+from pipeline.data.processed import load_split, read_meta
 from pipeline.data.sources import CsvTable, GeneratedTable, IdxImages, SklearnTable
 from pipeline.data.synthetic import blobs, line
 from pipeline.errors import DataConfigError, DataFormatError

@@ -81,7 +81,8 @@ def required_files(address: str, cmd: str) -> frozenset[str]:
         # evaluate rebuilds the model and datamodule the checkpoint of train@<item> recorded
         train = compose_config("train", (f"experiment={item}",))
         own = compose_config(entry.split(".")[1], ())
-        modules |= targets(train.model) | targets(train.data) | targets(own.hydra.callbacks)
+        # of the data config, training builds the datamodule only (the source is the data stages' business)
+        modules |= targets(train.model) | targets(train.data.datamodule) | targets(own.hydra.callbacks)
         if entry == "pipeline.train":
             modules |= targets(train.callbacks) | targets(train.logger) | targets(train.hydra.callbacks)
         else:
@@ -139,8 +140,8 @@ def test_no_stage_group_lists_code_none_of_its_stages_runs(stages):
 
 
 def test_the_analysis_sees_imports_inside_functions_and_skips_type_checking():
-    # process_images imports the splitting module inside the function (training never needs it)
-    assert "pipeline.data.splits" in direct_imports("pipeline.data.processed")
+    # process_images imports the splitting module inside the function
+    assert "pipeline.data.splits" in direct_imports("pipeline.data.preparing")
     assert "pipeline.data.processed" in closure(["pipeline.data.datamodule"])
     tree = ast.parse(
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pipeline.x\ndef f():\n    import pipeline.y\n"

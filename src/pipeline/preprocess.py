@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.cli import hydra_app, report_user_errors
 from pipeline.config_schema import validate
-from pipeline.data.processed import preprocess_dataset
+from pipeline.data.preparing import preprocess_dataset
 from pipeline.data.sources import build_source
 
 

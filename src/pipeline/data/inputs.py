@@ -4,9 +4,10 @@ Each reader returns raw inputs of shape ``(n, *spec.input_shape)`` (float32: tab
 pixel values 0-255; ``ModelInput`` scales and normalises them inside the model) and a table of
 identifiers to carry into the output, one row per input:
 
-- a CSV: the training table's feature columns, by name, in any order; every other column is
-  carried through;
-- a folder of PNG/JPEG files (or one file): converted to the model's channels and resized to its
+- a CSV: rows written as the training table's were (same delimiter, decimal mark, header or
+  not), text categories included: each is encoded as its training row was
+  (``pipeline.data.encoding``); every other column is carried through;
+- a folder of image files (PNG, JPEG, ...; or one file): converted to the model's channels and resized to its
   input size, as the image sources are; the file name is carried through;
 - a ``.npy`` array of the input shape (a 1-channel image array may leave its channel axis out).
 
@@ -15,15 +16,17 @@ Anything else fails before the model runs, naming the file and what was expected
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pipeline.data.encoding import TableEncoding
+from pipeline.data.image_folder import IMAGE_SUFFIXES, decode_image
 from pipeline.data.spec import DatasetSpec
+from pipeline.data.table import CsvFormat, count_fields, read_cells
 from pipeline.errors import DataFormatError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def read_inputs(path: str | Path, spec: DatasetSpec) -> tuple[np.ndarray, pd.DataFrame]:
@@ -37,66 +40,73 @@ def read_inputs(path: str | Path, spec: DatasetSpec) -> tuple[np.ndarray, pd.Dat
         return read_array(path, spec)
     if path.suffix.lower() in (".csv", ".txt", ".tsv"):
         return read_table(path, spec)
-    raise DataFormatError(f"input={path}: expected a .csv table, a .npy array, or PNG/JPEG images (a file or a folder)")
+    raise DataFormatError(f"input={path}: expected a .csv table, a .npy array, or images (a file or a folder)")
 
 
 def read_table(path: Path, spec: DatasetSpec) -> tuple[np.ndarray, pd.DataFrame]:
-    """The feature columns by name (every one must be there and numeric); the other columns as identifiers."""
+    """Rows in the training file's format, encoded as its rows were (categories one-hot); other columns are
+    carried through as identifiers."""
     if len(spec.input_shape) != 1 or not spec.feature_names:
         raise DataFormatError(f"input={path}: a CSV feeds a model trained on a table; this one takes {_shape(spec)}")
-    try:
-        separator = "\t" if path.suffix.lower() == ".tsv" else ","
-        table = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataFormatError(f"{path}: not a readable CSV table ({error})") from None
-    table.columns = table.columns.str.strip()  # as the training table's header was read
-    if table.empty:
-        raise DataFormatError(f"{path}: a header and no rows")
-    missing = [name for name in spec.feature_names if name not in table.columns]
+    encoding = table_encoding(spec)
+    fmt = encoding.fmt
+    if path.suffix.lower() == ".tsv":
+        fmt = replace(fmt, delimiter="\t")
+    cells, lines = read_cells(path, fmt, names=_headerless_names(path, fmt, encoding))
+    missing = [name for name in encoding.columns if name not in cells.columns]
     if missing:
         raise DataFormatError(
-            f"{path}: missing feature column(s) {', '.join(missing)}; the model takes {', '.join(spec.feature_names)}"
+            f"{path}: missing feature column(s) {', '.join(missing)}; the model takes {', '.join(encoding.columns)}"
         )
-    features = table[list(spec.feature_names)]
-    numbers = features.apply(pd.to_numeric, errors="coerce")
-    bad = numbers.isna().to_numpy()
-    if bad.any():
-        row, column = (int(i[0]) for i in np.nonzero(bad))
-        name = spec.feature_names[column]
-        raise DataFormatError(f"{path}, line {row + 2}, column {name}: {features.iat[row, column]!r} is not a number")
-    identifiers = table.drop(columns=list(spec.feature_names))
-    return numbers.to_numpy(dtype=np.float32), identifiers
+    features = encoding.transform(cells[list(encoding.columns)], lines, path)
+    if np.isnan(features).any():
+        row, column = (int(i[0]) for i in np.nonzero(np.isnan(features)))
+        raise DataFormatError(f"{path}, line {lines[row]}, column {encoding.feature_names[column]}: a missing value")
+    return features.astype(np.float32), cells.drop(columns=list(encoding.columns))
+
+
+def table_encoding(spec: DatasetSpec) -> TableEncoding:
+    """The model's record of its table's columns; models trained before it was recorded took numbers by name."""
+    if spec.encoding:
+        return TableEncoding.from_record(spec.encoding)
+    return TableEncoding(columns=spec.feature_names)
+
+
+def _headerless_names(path: Path, fmt: CsvFormat, encoding: TableEncoding) -> list[str] | None:
+    """A headerless file's column names: the training file's (target included), or only the feature columns."""
+    if fmt.header:
+        return None
+    fields = count_fields(path, fmt)
+    for names in (fmt.columns or (), encoding.columns):
+        if fields == len(names):
+            return list(names)
+    raise DataFormatError(
+        f"{path}: {fields} fields per row; the model's training file had no header and {len(fmt.columns or ())} "
+        f"columns ({', '.join(fmt.columns or ())}), so give rows of all {len(fmt.columns or ())} or of the "
+        f"{len(encoding.columns)} feature columns ({', '.join(encoding.columns)})"
+    )
 
 
 def read_images(path: Path, spec: DatasetSpec) -> tuple[np.ndarray, pd.DataFrame]:
-    """Every PNG/JPEG of a folder (sorted by name) or one image, as the model's channels and size."""
+    """Every image file of a folder (sorted by name) or one image, as the model's channels and size."""
     if len(spec.input_shape) != 3:
         raise DataFormatError(f"input={path}: images feed a model trained on images; this one takes {_shape(spec)}")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
     if not files:
-        raise DataFormatError(f"input={path}: no .png, .jpg or .jpeg files in the folder")
+        raise DataFormatError(f"input={path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder")
     images = np.stack([read_image(file, spec.input_shape) for file in files])
     return images, pd.DataFrame({"file": [file.name for file in files]})
 
 
 def read_image(file: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """One image as float32 pixels 0-255 of ``shape`` (channels, height, width): grey or RGB, resized."""
-    from PIL import Image, UnidentifiedImageError
-
+    """One image as float32 pixels 0-255 of ``shape`` (channels, height, width), decoded as the preprocess stage
+    decodes an image folder's (``pipeline.data.image_folder.decode_image``)."""
     channels, height, width = shape
     if channels not in (1, 3):
         raise DataFormatError(
             f"{file}: the model takes {channels}-channel images; only 1 (grey) or 3 (RGB) can be read"
         )
-    try:
-        with Image.open(file) as image:
-            converted = image.convert("L" if channels == 1 else "RGB")
-            if converted.size != (width, height):
-                converted = converted.resize((width, height), Image.Resampling.BILINEAR)
-            pixels = np.asarray(converted, dtype=np.float32)
-    except (UnidentifiedImageError, OSError) as error:
-        raise DataFormatError(f"{file}: not a readable image ({error})") from None
-    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+    return decode_image(file, (height, width), channels).astype(np.float32)
 
 
 def read_array(path: Path, spec: DatasetSpec) -> tuple[np.ndarray, pd.DataFrame]:

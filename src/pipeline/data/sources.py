@@ -15,20 +15,24 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.atomic import atomic_open
+from pipeline.atomic import atomic_dir, atomic_open
 from pipeline.data.download import Checksum, fetch_file, file_digest, is_url
 from pipeline.data.idx import read_idx_pair
 from pipeline.data.synthetic import Generated
-from pipeline.data.table import Table, read_table
+from pipeline.data.table import Columns, CsvFormat, Table, read_cells, read_table
 from pipeline.errors import DataConfigError, DataError, DataFormatError, build
+
+if TYPE_CHECKING:
+    from pipeline.data.image_folder import ImageFiles
 
 log = logging.getLogger(__name__)
 
 TABLE_FILE = "table.csv"
+IMAGES_FOLDER = "images"  # where an ImageFolder source puts the images in its raw folder
 
 
 @dataclass
@@ -50,7 +54,7 @@ class Source(ABC):
         """Put every raw file in ``raw_dir``; leave nothing half-written on failure."""
 
     @abstractmethod
-    def load(self, raw_dir: Path) -> ImageData | Table:
+    def load(self, raw_dir: Path) -> ImageData | ImageFolderData | Table:
         """Parse and validate the raw files."""
 
 
@@ -126,25 +130,36 @@ class IdxImages(Source):
 
 
 class TableSource(Source):
-    """A CSV table in ``raw_dir/table.csv``; subclasses decide how it gets there."""
+    """A table in ``raw_dir/table.csv``; subclasses decide how it gets there. Generated and bundled tables put
+    their target last, so ``target`` may be left out for them."""
 
-    def __init__(self, target: str | None = None, features: Sequence[str] | None = None, delimiter: str = ",") -> None:
+    def __init__(
+        self,
+        target: str | None = None,
+        features: Sequence[str] | None = None,
+        drop: Sequence[str] = (),
+        categorical: Sequence[str] = (),
+        unknown: str = "error",
+        max_categories: int = 100,
+        header: bool = True,
+        columns: Sequence[str] | None = None,
+        delimiter: str = ",",
+        encoding: str = "utf-8",
+        decimal: str = ".",
+    ) -> None:
         self.target = target
         self.features = list(features) if features is not None else None
-        self.delimiter = delimiter
+        self.drop, self.categorical = list(drop or ()), list(categorical or ())
+        self.unknown, self.max_categories = unknown, int(max_categories)
+        self.format = CsvFormat(delimiter, bool(header), tuple(columns) if columns else None, encoding, decimal)
 
     def load(self, raw_dir: Path) -> Table:
         path = raw_dir / TABLE_FILE
         if not path.is_file():
             raise DataFormatError(f"{path}: raw file missing; run the fetch stage first")
-        target = self.target
-        if target is None:  # generated and bundled tables put the target last
-            with open(path, newline="", encoding="utf-8") as fh:
-                header = next(csv.reader(fh, delimiter=self.delimiter), [])
-            if not header:
-                raise DataFormatError(f"{path}: the file is empty; expected a header row")
-            target = header[-1].strip()
-        return read_table(path, target=target, features=self.features, delimiter=self.delimiter)
+        target = self.target or read_cells(path, self.format)[0].columns[-1]
+        columns = Columns(target, self.features, self.drop, self.categorical, self.max_categories)
+        return read_table(path, columns, self.format, self.unknown)
 
 
 def write_table_csv(
@@ -161,7 +176,12 @@ def write_table_csv(
 
 
 class CsvTable(TableSource):
-    """Any CSV, from a local path or a URL; its target column is declared in the config."""
+    """Any table file, from a local path or a URL; its target column is declared in the config.
+
+    The reading keys (``header``, ``columns``, ``delimiter``, ``encoding``, ``decimal``) and the
+    column keys (``features`` or ``drop``, ``categorical`` with ``unknown`` and ``max_categories``)
+    are those of `TableSource`; README, *Add your own dataset*, shows each.
+    """
 
     def __init__(
         self,
@@ -170,11 +190,10 @@ class CsvTable(TableSource):
         url: str | None = None,
         sha256: str | None = None,
         md5: str | None = None,
-        features: Sequence[str] | None = None,
-        delimiter: str = ",",
         folder: str | None = None,
+        **reading: Any,
     ) -> None:
-        super().__init__(target=target, features=features, delimiter=delimiter)
+        super().__init__(target=target, **reading)
         if bool(path) == bool(url):
             raise DataConfigError("a CSV source needs exactly one of `path` (a local file) or `url`")
         self.path, self.url = path, url
@@ -243,3 +262,90 @@ class GeneratedTable(TableSource):
         x, y, feature_names, target_name = self.generator(np.random.default_rng(self.seed))
         values: list[object] = [float(v) for v in y] if np.issubdtype(y.dtype, np.floating) else [int(v) for v in y]
         write_table_csv(raw_dir / TABLE_FILE, x, values, feature_names, target_name)
+
+
+@dataclass
+class ImageFolderData:
+    """A listed image folder and the size and channels its images are decoded to (in the preprocess stage)."""
+
+    files: ImageFiles
+    image_size: tuple[int, int]
+    channels: int
+
+
+class ImageFolder(Source):
+    """Images in class folders (torchvision's ImageFolder layout), from a local folder, a ``.zip``/``.tar.gz``
+    archive or a URL to one; the fetch stage puts the images in ``raw_dir/images``.
+
+    ``sha256`` (or ``md5``) pins an archive's bytes, and ``folder`` names its place in a mirror
+    (``<mirror>/<folder>/<file>``), as for the IDX sources. Archives are extracted safely
+    (``pipeline.data.archives``: no entry lands outside, at most ``max_unpacked_mb``). The
+    preprocess stage decodes each image once, to ``image_size`` (H, W) and ``channels`` (1 or 3).
+    """
+
+    def __init__(
+        self,
+        image_size: Sequence[int],
+        channels: int = 3,
+        path: str | None = None,
+        url: str | None = None,
+        sha256: str | None = None,
+        md5: str | None = None,
+        folder: str | None = None,
+        max_images_per_class: int | None = None,
+        max_unpacked_mb: float = 2048,
+    ) -> None:
+        if bool(path) == bool(url):
+            raise DataConfigError("an image folder source needs exactly one of `path` (a folder or archive) or `url`")
+        if channels not in (1, 3):
+            raise DataConfigError(f"source.channels={channels!r}: expected 1 (grey) or 3 (RGB)")
+        if len(image_size) != 2 or min(int(s) for s in image_size) < 1:
+            raise DataConfigError(f"source.image_size={list(image_size)}: expected [height, width], two positive ints")
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.channels = int(channels)
+        self.path, self.url, self.folder = path, url, folder
+        self.checksum = Checksum("sha256", sha256.lower()) if sha256 else Checksum("md5", md5.lower()) if md5 else None
+        self.max_images_per_class = max_images_per_class
+        self.max_unpacked_bytes = int(float(max_unpacked_mb) * 2**20)
+
+    def fetch(self, raw_dir: Path, mirror: str | None = None, timeout: float = 30.0) -> None:
+        from pipeline.data.archives import archive_kind, extract_archive
+
+        images = raw_dir / IMAGES_FOLDER
+        if self.path and Path(self.path).is_dir():
+            with atomic_dir(images) as tmp:
+                shutil.copytree(self.path, tmp, dirs_exist_ok=True)
+            return
+        if self.path:
+            archive = Path(self.path)
+            archive_kind(archive)  # a file that is no archive fails here, naming the suffixes expected
+            if not archive.is_file():
+                raise DataFormatError(f"{archive}: no such folder or archive (the config's `path`)")
+            self._check(archive)
+            extract_archive(archive, images, self.max_unpacked_bytes)
+            return
+        assert self.url is not None
+        base, _, name = self.url.rpartition("/")
+        archive_kind(Path(name))
+        mirror = mirror if self.folder else None  # a user's archive is in a mirror only where its `folder` says
+        fetched = fetch_file(
+            name, raw_dir, self.checksum, folder=self.folder or "", mirror=mirror, urls=[base], timeout=timeout
+        )
+        extract_archive(fetched, images, self.max_unpacked_bytes)
+        fetched.unlink()  # the extracted images are the stage's output; the archive would double it
+
+    def _check(self, archive: Path) -> None:
+        if self.checksum is None:
+            return
+        actual = file_digest(archive, self.checksum.algorithm)
+        if actual != self.checksum.hexdigest:
+            raise DataFormatError(f"{archive}: checksum mismatch: expected {self.checksum}, got {actual}")
+
+    def load(self, raw_dir: Path) -> ImageFolderData:
+        from pipeline.data.image_folder import list_image_folder
+
+        images = raw_dir / IMAGES_FOLDER
+        if not images.is_dir():
+            raise DataFormatError(f"{images}: not found; run the fetch stage first")
+        files = list_image_folder(images, self.max_images_per_class)
+        return ImageFolderData(files, self.image_size, self.channels)

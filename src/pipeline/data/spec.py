@@ -37,7 +37,11 @@ class DatasetSpec:
     std: tuple[float, ...]
     normalize: bool = True
     pixel_scale: float = 1.0
-    feature_names: tuple[str, ...] = ()  # a table's columns, in the model's order (predict reads CSVs by them)
+    feature_names: tuple[str, ...] = ()  # a table's features, in the model's order (one-hot: ``<column>=<value>``)
+    # a table's raw columns, categories and file format (``pipeline.data.encoding.TableEncoding.record``):
+    # how predict turns new rows, text values included, into features
+    encoding: Mapping[str, Any] | None = None
+    target_scale: tuple[float, float] = (0.0, 1.0)  # a regressor learns (y - mean) / std: (mean, std)
 
     @classmethod
     def from_meta(
@@ -61,6 +65,8 @@ class DatasetSpec:
             normalize=bool(normalize),
             pixel_scale=IMAGE_PIXEL_SCALE if meta.get("kind") == "image" else 1.0,
             feature_names=tuple(meta.get("feature_names", ())),
+            encoding=meta.get("encoding"),
+            target_scale=_target_scale(meta.get("target_scale")),
         )
 
     @classmethod
@@ -79,6 +85,8 @@ class DatasetSpec:
             normalize=bool(record["normalize"]),
             pixel_scale=float(scale),
             feature_names=tuple(record.get("feature_names", ())),
+            encoding=record.get("encoding"),
+            target_scale=_target_scale(record.get("target_scale")),
         )
 
     def record(self) -> dict[str, Any]:
@@ -92,6 +100,8 @@ class DatasetSpec:
             "normalization": {"mean": list(self.mean), "std": list(self.std)},
             "pixel_scale": self.pixel_scale,
             "feature_names": list(self.feature_names),
+            "encoding": self.encoding,
+            "target_scale": {"mean": self.target_scale[0], "std": self.target_scale[1]},
         }
 
     @property
@@ -99,11 +109,18 @@ class DatasetSpec:
         return len(self.class_names)
 
     def model_size(self) -> dict[str, Any]:
-        """What a model's constructor takes from the data: ``input_shape`` (and ``num_classes`` when classifying)."""
+        """What a model's constructor takes from the data: ``input_shape``, ``num_classes`` when classifying, and
+        ``target_scale`` when the regression target is standardised (``preprocess.scale_target``)."""
         size: dict[str, Any] = {"input_shape": list(self.input_shape)}
         if self.task == "classification":
             size["num_classes"] = self.num_classes
+        if self.target_scale != (0.0, 1.0):
+            size["target_scale"] = list(self.target_scale)
         return size
+
+
+def _target_scale(record: Mapping[str, float] | None) -> tuple[float, float]:
+    return (float(record["mean"]), float(record["std"])) if record else (0.0, 1.0)
 
 
 class ModelInput(nn.Module):

@@ -1,57 +1,88 @@
-"""Parse and validate CSV tables: header, numeric features, a declared target, missing values.
+"""Read and validate CSV tables with pandas: any delimiter, quoting, encoding, decimal mark, with or without a header.
 
-Problems are reported by file line number (the header is line 1), so a user can open
-the file and find the bad row.
+pandas tokenises the file (quoted fields with commas and newlines, a UTF-8 BOM, Latin-1, ``;``,
+tabs or runs of whitespace); this module keeps the project's own checks and messages, which name
+the file, the line, the column and the value. A line is a row of the file counted from 1 with the
+header as line 1 (a quoted field spanning several lines counts as one), as pandas counts them.
+
+Numeric feature columns become float64 (NaN where a cell is missing); ``categorical`` columns stay
+text until `pipeline.data.encoding` one-hot encodes them with the training split's categories.
 """
 
 from __future__ import annotations
 
-import csv
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from pipeline.errors import DataConfigError, DataFormatError
 
 TASKS = ("regression", "classification")
 MISSING_POLICIES = ("fail", "drop", "impute")
 MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
+WHITESPACE = r"\s+"  # the delimiter of files aligned with spaces and tabs (e.g. UCI's auto-mpg.data)
 _MAX_LISTED = 10
 
 
-@dataclass
-class Table:
-    """A parsed table. ``features`` holds NaN where a cell was missing; ``lines`` maps rows to file lines."""
+@dataclass(frozen=True)
+class CsvFormat:
+    """How a table file is written; recorded with a trained model so ``predict`` reads new rows the same way."""
 
-    path: Path
-    feature_names: list[str]
-    target_name: str
-    features: np.ndarray  # float64 (n_rows, n_features)
-    target: list[str]  # raw target cells; converted per task by `encode_target`
-    lines: np.ndarray  # int64 (n_rows,), 1-based line numbers in the file
+    delimiter: str = ","
+    header: bool = True
+    columns: tuple[str, ...] | None = None  # names for a headerless file, or new names for a file's header
+    encoding: str = "utf-8"
+    decimal: str = "."
 
-    def missing_target_rows(self) -> np.ndarray:
-        return np.array([_is_missing(v) for v in self.target], dtype=bool)
+    def __post_init__(self) -> None:
+        if self.decimal not in (".", ","):
+            raise DataConfigError(f"source.decimal={self.decimal!r}: expected '.' or ','")
+        if self.decimal == self.delimiter:
+            raise DataConfigError(f"source.decimal and source.delimiter are both {self.decimal!r}; they must differ")
+        if not self.header and not self.columns:
+            raise DataConfigError("source.header=false needs source.columns: the names of the file's columns, in order")
 
-    def missing_feature_rows(self) -> np.ndarray:
-        return np.isnan(self.features).any(axis=1)
+    def record(self) -> dict[str, Any]:
+        return {
+            "delimiter": self.delimiter,
+            "header": self.header,
+            "columns": list(self.columns) if self.columns else None,
+            "encoding": self.encoding,
+            "decimal": self.decimal,
+        }
 
-    def select(self, keep: np.ndarray) -> Table:
-        return Table(
-            self.path,
-            self.feature_names,
-            self.target_name,
-            self.features[keep],
-            [v for v, k in zip(self.target, keep, strict=True) if k],
-            self.lines[keep],
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> CsvFormat:
+        columns = record.get("columns")
+        return cls(
+            delimiter=record.get("delimiter", ","),
+            header=bool(record.get("header", True)),
+            columns=tuple(columns) if columns else None,
+            encoding=record.get("encoding", "utf-8"),
+            decimal=record.get("decimal", "."),
         )
 
 
-def _is_missing(cell: str) -> bool:
-    return cell.strip().lower() in MISSING_MARKERS
+def is_missing(cells: pd.Series) -> np.ndarray:
+    """Which cells hold one of the missing-value markers (empty, NA, ?, ...)."""
+    return cells.str.strip().str.lower().isin(MISSING_MARKERS).to_numpy()
+
+
+def parse_numbers(cells: pd.Series, decimal: str = ".") -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values with NaN for missing cells, mask of cells that are neither a number nor missing)."""
+    text = cells.str.strip()
+    if decimal != ".":
+        text = text.str.replace(decimal, ".", regex=False)
+    values = np.array(pd.to_numeric(text, errors="coerce"), dtype=np.float64)  # a copy: pandas may share read-only
+    missing = is_missing(cells)
+    values[missing] = np.nan
+    return values, np.isnan(values) & ~missing
 
 
 def describe_lines(lines: Sequence[int]) -> str:
@@ -61,96 +92,198 @@ def describe_lines(lines: Sequence[int]) -> str:
     return f"line{'s' if len(lines) > 1 else ''} {shown}{more}"
 
 
-def read_table(
-    path: str | Path,
-    target: str,
-    features: Sequence[str] | None = None,
-    delimiter: str = ",",
-) -> Table:
-    """Read a CSV with a header row; every feature column must be numeric (missing cells allowed)."""
-    path = Path(path)
-    header, body = _read_rows(path, delimiter)
-    features = _feature_columns(path, header, target, features)
-    target_idx = header.index(target)
-    return Table(
-        path=path,
-        feature_names=list(features),
-        target_name=target,
-        features=_parse_features(path, body, [header.index(name) for name in features], features),
-        target=[row[target_idx].strip() for row in body],
-        lines=np.arange(2, len(body) + 2, dtype=np.int64),
-    )
+def read_cells(path: Path, fmt: CsvFormat, names: Sequence[str] | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every cell as stripped text, columns named, and each row's line number in the file.
 
-
-def _read_rows(path: Path, delimiter: str) -> tuple[list[str], list[list[str]]]:
-    """The header and the data rows, every row as wide as the header."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.reader(fh, delimiter=delimiter))
-    while rows and not any(cell.strip() for cell in rows[-1]):
-        rows.pop()  # trailing blank lines are not rows
-    if not rows:
-        raise DataFormatError(f"{path}: the file is empty; expected a header row and at least one data row")
-    header = [name.strip() for name in rows[0]]
-    if len(rows) == 1:
-        raise DataFormatError(f"{path}: has a header ({', '.join(header)}) but no data rows")
-    ragged = [(i + 1, len(row)) for i, row in enumerate(rows) if len(row) != len(header)]
-    if ragged:
-        detail = "; ".join(f"line {n} has {k}" for n, k in ragged[:_MAX_LISTED])
+    ``names`` (default: ``fmt.columns``) names the columns of a headerless file; a header's
+    names are replaced by ``fmt.columns`` when both are given. A row with more fields than the
+    header fails, naming its line; pandas fills a shorter row's last cells with empty (missing)
+    values, which the dataset's missing-value policy then handles.
+    """
+    frame, long_rows = _tokenise(path, fmt)
+    if long_rows:
+        detail = "; ".join(long_rows[:_MAX_LISTED])
         raise DataFormatError(
-            f"{path}: ragged rows: the header has {len(header)} fields but {detail}"
-            + (f" ({len(ragged)} ragged rows in all)" if len(ragged) > _MAX_LISTED else "")
+            f"{path}: ragged rows: {detail}" + (f" ({len(long_rows)} ragged rows in all)" if len(long_rows) > 1 else "")
         )
-    return header, rows[1:]
+    found = [str(c).strip() for c in frame.columns] if fmt.header else None
+    names = list(names if names is not None else fmt.columns or found or [])
+    if len(names) != frame.shape[1]:
+        where = f"its header has {frame.shape[1]} ({', '.join(found)})" if found else f"it has {frame.shape[1]}"
+        raise DataFormatError(f"{path}: source.columns names {len(names)} columns but {where}; the counts must match")
+    frame.columns = names
+    first_line = 2 if fmt.header else 1
+    lines = np.arange(first_line, first_line + len(frame), dtype=np.int64)
+    blank = (frame == "").all(axis=1).to_numpy()  # empty lines are not rows (pandas keeps them to keep line numbers)
+    frame, lines = frame[~blank].reset_index(drop=True), lines[~blank]
+    if frame.empty:
+        header = f"has a header ({', '.join(found)}) but" if found else "has"
+        raise DataFormatError(f"{path}: {header} no data rows")
+    return frame.apply(lambda column: column.str.strip()), lines
 
 
-def _feature_columns(path: Path, header: list[str], target: str, features: Sequence[str] | None) -> list[str]:
-    """The declared feature columns (default: every column but the target), each checked against the header."""
-    if target not in header:
+def count_fields(path: Path, fmt: CsvFormat) -> int:
+    """The number of fields of a file's first row."""
+    return _tokenise(path, replace(fmt, header=False, columns=("?",)), nrows=1)[0].shape[1]
+
+
+def _tokenise(path: Path, fmt: CsvFormat, nrows: int | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """pandas' reading of the file as text cells, and its complaints about rows with too many fields."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                path,
+                sep=fmt.delimiter,
+                header=0 if fmt.header else None,
+                dtype=str,
+                keep_default_na=False,
+                skip_blank_lines=False,
+                on_bad_lines="warn",
+                nrows=nrows,
+                encoding="utf-8-sig" if fmt.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else fmt.encoding,
+            )
+    except FileNotFoundError:
+        raise DataFormatError(f"{path}: raw file missing; run the fetch stage first") from None
+    except pd.errors.EmptyDataError:
+        raise DataFormatError(f"{path}: the file is empty; expected a header row and at least one data row") from None
+    except UnicodeDecodeError as error:
         raise DataFormatError(
-            f"{path}: the target column {target!r} declared in the config is not in the header; "
-            f"columns are: {', '.join(header)}"
+            f"{path}: not valid {fmt.encoding} (byte {error.object[error.start]:#04x} at offset {error.start}); "
+            "set the dataset's `source.encoding` to the file's encoding, e.g. latin-1"
+        ) from None
+    except LookupError:
+        raise DataConfigError(f"source.encoding={fmt.encoding!r} is not an encoding Python knows") from None
+    except pd.errors.ParserError as error:
+        raise DataFormatError(f"{path}: not a readable table ({error})") from None
+    long_rows = [
+        re.sub(r"^Skipping line (\d+): expected (\d+) fields, saw (\d+)", r"line \1 has \3 fields, expected \2", m)
+        for w in caught
+        for m in str(w.message).strip().splitlines()
+    ]
+    return frame.fillna(""), long_rows
+
+
+@dataclass
+class Table:
+    """A parsed table: numeric feature columns as float64 (NaN = missing), ``categorical`` ones as text (NA =
+    missing), the raw target cells, and the file line of every row."""
+
+    path: Path
+    features: pd.DataFrame
+    target_name: str
+    target: list[str]
+    lines: np.ndarray  # int64 (n_rows,)
+    categorical: list[str] = field(default_factory=list)
+    unknown: str = "error"
+    fmt: CsvFormat = field(default_factory=CsvFormat)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [str(c) for c in self.features.columns]
+
+    def missing_target_rows(self) -> np.ndarray:
+        return is_missing(pd.Series(self.target, dtype=str))
+
+    def missing_feature_rows(self) -> np.ndarray:
+        return self.features.isna().any(axis=1).to_numpy()
+
+    def select(self, keep: np.ndarray) -> Table:
+        rows = np.flatnonzero(keep) if keep.dtype == bool else keep
+        return Table(
+            self.path,
+            self.features.iloc[rows].reset_index(drop=True),
+            self.target_name,
+            [self.target[i] for i in rows],
+            self.lines[rows],
+            self.categorical,
+            self.unknown,
+            self.fmt,
         )
-    if features is None:
-        features = [name for name in header if name != target]
-    unknown = [name for name in features if name not in header]
-    if unknown:
-        raise DataFormatError(f"{path}: feature column(s) {', '.join(unknown)} not in the header ({', '.join(header)})")
-    if not features:
-        raise DataFormatError(f"{path}: no feature columns besides the target {target!r}")
-    return list(features)
 
 
-def _parse_features(path: Path, body: list[list[str]], columns: list[int], features: Sequence[str]) -> np.ndarray:
-    """The feature cells as float64, NaN where a cell is missing; every other non-number is reported by line."""
-    values = np.empty((len(body), len(columns)), dtype=np.float64)
+@dataclass(frozen=True)
+class Columns:
+    """Which columns of a file the config declares: the target, the features (or those to drop), the categories."""
+
+    target: str
+    features: Sequence[str] | None = None
+    drop: Sequence[str] = ()
+    categorical: Sequence[str] = ()
+    max_categories: int = 100
+
+
+def read_table(path: str | Path, columns: Columns, fmt: CsvFormat | None = None, unknown: str = "error") -> Table:
+    """Read a table file; every feature column must hold numbers (missing cells allowed) or be ``categorical``."""
+    path, fmt = Path(path), fmt or CsvFormat()
+    if unknown not in ("error", "ignore"):
+        raise DataConfigError(f"source.unknown={unknown!r}: expected error or ignore")
+    cells, lines = read_cells(path, fmt)
+    features = _feature_columns(path, list(cells.columns), columns)
+    frame = pd.DataFrame(index=cells.index)
     bad: list[str] = []
-    for i, row in enumerate(body):
-        for j, col in enumerate(columns):
-            cell = row[col]
-            if _is_missing(cell):
-                values[i, j] = math.nan
-                continue
-            try:
-                values[i, j] = float(cell)
-            except ValueError:
-                values[i, j] = math.nan
-                bad.append(f"line {i + 2}, column {features[j]!r}: {cell!r}" if len(bad) < _MAX_LISTED else "")
+    for name in features:
+        if name in columns.categorical:
+            frame[name] = cells[name].where(~is_missing(cells[name]))
+            _check_levels(path, frame[name], columns.max_categories)
+            continue
+        frame[name], not_numbers = parse_numbers(cells[name], fmt.decimal)
+        bad += [f"line {lines[i]}, column {name!r}: {cells[name].iat[i]!r}" for i in np.flatnonzero(not_numbers)]
     if bad:
-        listed = "; ".join(b for b in bad if b)
         raise DataFormatError(
-            f"{path}: non-numeric feature values ({len(bad)} in all): {listed}. "
-            "Every feature column must hold numbers; encode categories as numbers or leave the column out "
-            "of the config's `features` list"
+            f"{path}: non-numeric feature values ({len(bad)} in all): {'; '.join(bad[:_MAX_LISTED])}. "
+            "Every feature column must hold numbers: list a text column under the dataset's "
+            "`source.categorical` (one-hot encoded) or `source.drop` (left out)"
+            + (", or set `source.decimal: ','` for decimal commas" if fmt.decimal == "." else "")
         )
-    return values
+    target = cells[columns.target].tolist()
+    return Table(path, frame, columns.target, target, lines, list(columns.categorical), unknown, fmt)
+
+
+def _feature_columns(path: Path, header: list[str], columns: Columns) -> list[str]:
+    """The declared feature columns (default: every column but the target and ``drop``), checked against the file."""
+    listed = f"columns are: {', '.join(header)}"
+    if columns.target not in header:
+        raise DataFormatError(
+            f"{path}: the target column {columns.target!r} declared in the config is not in the file; {listed}"
+        )
+    if columns.features is not None and columns.drop:
+        raise DataConfigError("source.features and source.drop are alternatives: list the columns to keep, or drop")
+    declared = {"features": columns.features or (), "drop": columns.drop, "categorical": columns.categorical}
+    for key, names in declared.items():
+        unknown = ", ".join(repr(name) for name in names if name not in header)
+        if unknown:
+            raise DataFormatError(f"{path}: source.{key} names {unknown}, not in the file; {listed}")
+    features = (
+        list(columns.features)
+        if columns.features is not None
+        else [name for name in header if name != columns.target and name not in columns.drop]
+    )
+    stray = [name for name in columns.categorical if name not in features]
+    if stray:
+        raise DataConfigError(f"source.categorical names {', '.join(stray)}, which are not feature columns")
+    if not features:
+        raise DataFormatError(f"{path}: no feature columns besides the target {columns.target!r}")
+    return features
+
+
+def _check_levels(path: Path, cells: pd.Series, limit: int) -> None:
+    levels = cells.dropna().nunique()
+    if levels > limit:
+        raise DataFormatError(
+            f"{path}: categorical column {cells.name!r} has {levels} distinct values, more than "
+            f"source.max_categories={limit}: a one-hot column each would swamp the table. Drop the column "
+            "(source.drop), or raise source.max_categories if that many categories are meant"
+        )
 
 
 def apply_missing_policy(table: Table, policy: str) -> Table:
     """Handle rows with missing cells before splitting: ``fail`` names them, ``drop`` removes them.
 
     ``impute`` only drops rows whose *target* is missing here; missing features are filled
-    with training-split means after the split (see `impute_with_means`), so no statistic
-    of the validation or test rows leaks into training.
+    after the split (numbers with training-split means, see `impute_with_means`; a missing
+    category encodes as no category), so no statistic of the validation or test rows leaks
+    into training.
     """
     if policy not in MISSING_POLICIES:
         raise DataConfigError(f"missing-value policy {policy!r} is not one of {', '.join(MISSING_POLICIES)}")
@@ -160,9 +293,10 @@ def apply_missing_policy(table: Table, policy: str) -> Table:
         incomplete = no_target | no_feature
         if incomplete.any():
             raise DataFormatError(
-                f"{table.path}: missing values on {describe_lines(table.lines[incomplete])}. "
-                "Fix the file, or set the dataset's `missing` policy to `drop` (remove those rows) "
-                "or `impute` (fill features with training-split column means)"
+                f"{table.path}: missing values on {describe_lines(table.lines[incomplete])} (a row with fewer "
+                "fields than the header has missing cells too). Fix the file, or set the dataset's "
+                "`preprocess.missing` policy to `drop` (remove those rows) or `impute` (fill features with "
+                "training-split column means)"
             )
         return table
     if policy == "drop":
@@ -185,17 +319,15 @@ def encode_target(table: Table, task: str) -> tuple[np.ndarray, list[str] | None
     if task not in TASKS:
         raise DataConfigError(f"task {task!r} is not one of {', '.join(TASKS)}")
     if task == "regression":
-        out = np.empty(len(table.target), dtype=np.float32)
-        for i, cell in enumerate(table.target):
-            try:
-                out[i] = float(cell)
-            except ValueError:
-                raise DataFormatError(
-                    f"{table.path}: line {table.lines[i]}, target column {table.target_name!r}: {cell!r} "
-                    "is not a number, and a regression target must be numeric"
-                ) from None
-        return out, None
-    labels = sorted(set(table.target), key=_label_sort_key)
+        values, bad = parse_numbers(pd.Series(table.target, dtype=str), table.fmt.decimal)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataFormatError(
+                f"{table.path}: line {table.lines[i]}, target column {table.target_name!r}: {table.target[i]!r} "
+                "is not a number, and a regression target must be numeric"
+            )
+        return values.astype(np.float32), None
+    labels = sorted(set(table.target), key=label_sort_key)
     index = {label: i for i, label in enumerate(labels)}
     if len(labels) < 2:
         raise DataFormatError(
@@ -205,7 +337,8 @@ def encode_target(table: Table, task: str) -> tuple[np.ndarray, list[str] | None
     return np.array([index[v] for v in table.target], dtype=np.int64), [_label_name(v) for v in labels]
 
 
-def _label_sort_key(label: str) -> tuple[int, float, str]:
+def label_sort_key(label: str) -> tuple[int, float, str]:
+    """Numbers first, in numeric order (2 before 10), then text in alphabetical order."""
     try:
         return (0, float(label), label)
     except ValueError:

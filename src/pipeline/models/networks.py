@@ -139,3 +139,33 @@ def strong_cnn(
         nn.Dropout(dropout),
         nn.Linear(c_in * pool * pool, num_outputs),
     )
+
+
+def keras_cnn(
+    input_shape: Sequence[int], num_outputs: int, dropout: float = 0.25, dense: int = 512, head_dropout: float = 0.5
+) -> nn.Sequential:
+    """The CNN of Keras's CIFAR-10 example (keras/examples/cifar10_cnn.py), layer for layer, to compare against it.
+
+    Two blocks of Conv(3×3, same) → Conv(3×3, valid), each with ReLU, then max-pool 2 and dropout;
+    then Dense(``dense``) → ReLU → Dropout(``head_dropout``) → outputs. 1.25 M parameters on 3×32×32.
+    """
+    channels, height, width = input_shape
+    layers: list[nn.Module] = []
+    for c_in, c_out in ((channels, 32), (32, 64)):
+        layers += [
+            nn.Conv2d(c_in, c_out, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c_out, c_out, kernel_size=3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(dropout),
+        ]
+        height, width = (height - 2) // 2, (width - 2) // 2  # the valid conv loses 2, the pool halves
+    return nn.Sequential(
+        *layers,
+        nn.Flatten(),
+        nn.Linear(_flat_size((64, height, width)), dense),
+        nn.ReLU(),
+        nn.Dropout(head_dropout),
+        nn.Linear(dense, num_outputs),
+    )

@@ -1,4 +1,9 @@
-"""Regression on tables: linear, polynomial features or an MLP, with MSE, MAE or Huber loss."""
+"""Regression on tables: linear, polynomial features or an MLP, with MSE, MAE or Huber loss.
+
+With a standardised target (``preprocess.scale_target``, ``target_scale=(mean, std)``) the network
+learns ``(y - mean) / std`` and the loss is taken on that scale; the module's output, every
+metric and the logged model's predictions are in the target's own units.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +24,11 @@ class RegressionModule(SupervisedModule):
     task = "regression"
     family = "regression"
 
-    def __init__(self, loss: str = "mse", **kwargs: Any) -> None:
+    def __init__(self, loss: str = "mse", target_scale: tuple[float, float] = (0.0, 1.0), **kwargs: Any) -> None:
         if loss not in LOSSES:
             raise ModelConfigError(f"model.loss={loss!r} is not one of {', '.join(LOSSES)}")
         super().__init__(num_outputs=1, **kwargs)
+        self.target_mean, self.target_std = (float(v) for v in target_scale)
         self.loss_fn = LOSSES[loss]()
         metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
         # One collection per stage, so train, val and test accumulate separately.
@@ -30,11 +36,16 @@ class RegressionModule(SupervisedModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictions in the target's units."""
+        return self.net(x) * self.target_std + self.target_mean
+
     def model_step(self, batch: Any, stage: str) -> torch.Tensor:
         x, y = batch
-        pred = self(x).squeeze(1)
-        loss = self.loss_fn(pred, y)
-        getattr(self, f"{stage}_metrics").update(pred.detach(), y)
+        scaled = self.net(x).squeeze(1)
+        loss = self.loss_fn(scaled, (y - self.target_mean) / self.target_std)
+        pred = scaled.detach() * self.target_std + self.target_mean
+        getattr(self, f"{stage}_metrics").update(pred, y)
         return loss
 
     def on_test_epoch_end(self) -> None:
@@ -56,7 +67,8 @@ def fitted_affine(net: nn.Module, spec: DatasetSpec) -> dict[str, float] | None:
 
     Training sees standardised features ``(x - mean) / std`` (when ``spec.normalize``); a layer
     ``w'·x_std + b'`` is ``(w'/std)·x + (b' - Σ w'·mean/std)`` on raw inputs, which is what a
-    student compares with the line the data was drawn from.
+    student compares with the line the data was drawn from. A standardised target multiplies
+    both by its std and adds its mean to ``b``.
     """
     layers = [m for m in net.modules() if len(list(m.children())) == 0 and not isinstance(m, nn.Flatten)]
     if len(layers) != 1 or not isinstance(layers[0], nn.Linear) or layers[0].out_features != 1:
@@ -68,6 +80,8 @@ def fitted_affine(net: nn.Module, spec: DatasetSpec) -> dict[str, float] | None:
         std = torch.tensor(spec.std, dtype=torch.float64).flatten()
         bias -= float((weight * mean / std).sum())
         weight = weight / std
+    target_mean, target_std = spec.target_scale
+    weight, bias = weight * target_std, bias * target_std + target_mean
     if weight.numel() == 1:
         return {"fit/w": float(weight[0]), "fit/b": bias}
     return {**{f"fit/w_{i}": float(w) for i, w in enumerate(weight)}, "fit/b": bias}

@@ -35,12 +35,13 @@ class Predictor(nn.Module):
         self.model_input = ModelInput(spec)
         self.net = net
         self.output = output  # "softmax", "sigmoid" or "identity"
+        self.target_mean, self.target_std = spec.target_scale  # a regressor's standardised target, back to its units
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(self.model_input(x))
         if self.output == "softmax":
             return out.softmax(dim=1)
-        return out.sigmoid() if self.output == "sigmoid" else out
+        return out.sigmoid() if self.output == "sigmoid" else out * self.target_std + self.target_mean
 
 
 class SampleGenerator(nn.Module):
