@@ -38,8 +38,8 @@ def read_inputs(path: str | Path, spec: DatasetSpec) -> tuple[np.ndarray, pd.Dat
         return read_images(path, spec)
     if path.suffix.lower() == ".npy":
         return read_array(path, spec)
-    if path.suffix.lower() in (".csv", ".txt", ".tsv"):
-        return read_table(path, spec)
+    if path.suffix.lower() in (".csv", ".txt", ".tsv") or (path.is_file() and spec.feature_names):
+        return read_table(path, spec)  # a table model reads any file as its training file was read (auto-mpg.data)
     raise DataFormatError(f"input={path}: expected a .csv table, a .npy array, or images (a file or a folder)")
 
 

@@ -318,9 +318,12 @@ class ImageFolder(Source):
             return
         if self.path:
             archive = Path(self.path)
-            archive_kind(archive)  # a file that is no archive fails here, naming the suffixes expected
             if not archive.is_file():
                 raise DataFormatError(f"{archive}: no such folder or archive (the config's `path`)")
+            try:
+                archive_kind(archive)
+            except DataFormatError as error:
+                raise DataFormatError(f"{error}; the config's `path` names a folder of images or an archive") from None
             self._check(archive)
             extract_archive(archive, images, self.max_unpacked_bytes)
             return
@@ -331,8 +334,10 @@ class ImageFolder(Source):
         fetched = fetch_file(
             name, raw_dir, self.checksum, folder=self.folder or "", mirror=mirror, urls=[base], timeout=timeout
         )
-        extract_archive(fetched, images, self.max_unpacked_bytes)
-        fetched.unlink()  # the extracted images are the stage's output; the archive would double it
+        try:
+            extract_archive(fetched, images, self.max_unpacked_bytes)
+        finally:
+            fetched.unlink()  # the extracted images are the stage's output; the archive would double it
 
     def _check(self, archive: Path) -> None:
         if self.checksum is None:
