@@ -9,6 +9,10 @@ statistics (``channel_statistics``). The child's peak RSS is printed next to the
 size and the size of the images decoded at their source size (N × size × size × 3 bytes), which
 a reader holding decoded images in Python objects would need on top of its imports.
 
+Then it runs the preprocess stage itself, ``python -m pipeline.preprocess data=my_images`` on the
+same folder, once with ``max_images_per_class`` keeping a quarter of the images and once on all of
+them: its peak RSS should not grow with the number of images (the ratio of the two is reported).
+
 Peak RSS is given twice: the child's ``ru_maxrss`` (``os.wait4``: the per-child figure of
 RUSAGE_CHILDREN), which on Linux also counts the parent's own peak at the child's exec, and the
 child's ``VmHWM``, which restarts at exec; its ``VmHWM`` right after the imports is the floor.
@@ -101,6 +105,23 @@ def run_child(images: Path, out_file: Path) -> dict[str, Any]:
     return {**record, "child_peak_rss_kib": usage.ru_maxrss, "child_wall_s": wall}
 
 
+def run_stage(raw_dir: Path, work: Path, per_class: int | None) -> dict[str, float]:
+    """``python -m pipeline.preprocess`` on ``raw_dir/bench_images/images``: its peak RSS (KiB) and wall time."""
+    limit = "null" if per_class is None else str(per_class)
+    cmd = [sys.executable, "-m", "pipeline.preprocess", "data=my_images", "data.name=bench_images"]
+    cmd += [f"paths.raw_dir={raw_dir}", f"paths.processed_dir={work / 'processed'}", f"data.source.path={raw_dir}"]
+    cmd += [f"data.source.image_size=[{TARGET},{TARGET}]", f"data.source.max_images_per_class={limit}"]
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(cmd, cwd=ROOT, env=bench_env(), stdout=output, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        output.seek(0)
+        text = output.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise BenchError(f"exit {os.waitstatus_to_exitcode(status)}: {' '.join(cmd)}\n{text[-3000:]}")
+    return {"peak_rss_kib": usage.ru_maxrss, "wall_s": time.perf_counter() - start}
+
+
 def table(row: dict[str, Any]) -> str:
     """The figures as a Markdown table (MB = 10⁶ bytes)."""
 
@@ -127,6 +148,14 @@ def table(row: dict[str, Any]) -> str:
         f"| channel mean / std | {', '.join(f'{m:.4f}' for m in row['mean'])} / "
         f"{', '.join(f'{s:.4f}' for s in row['std'])} |",
     ]
+    quarter, whole = row["stage_quarter"], row["stage_all"]
+    lines += [
+        f"| `pipeline.preprocess`, {n // 4:,} images: peak RSS / wall | {mb(quarter['peak_rss_kib'] * 1024)} / "
+        f"{quarter['wall_s']:.1f} s |",
+        f"| `pipeline.preprocess`, {n:,} images: peak RSS / wall | {mb(whole['peak_rss_kib'] * 1024)} / "
+        f"{whole['wall_s']:.1f} s |",
+        f"| peak RSS ratio, 4× the images | {whole['peak_rss_kib'] / quarter['peak_rss_kib']:.2f}× |",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -141,9 +170,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         record = child(*args.child)
         print(json.dumps(record))
         return record
-    with tempfile.TemporaryDirectory(prefix="image-folder-memory-") as work:
-        write_images(Path(work) / "images", args.images, args.size)
-        row = {"images": args.images, "size": args.size, **run_child(Path(work) / "images", Path(work) / "x.npy")}
+    with tempfile.TemporaryDirectory(prefix="image-folder-memory-") as temporary:
+        work = Path(temporary)
+        images = work / "raw" / "bench_images" / "images"  # where the fetch stage would have put them
+        write_images(images, args.images, args.size)
+        row = {"images": args.images, "size": args.size, **run_child(images, work / "x.npy")}
+        row["stage_quarter"] = run_stage(work / "raw", work, max(1, args.images // 4 // CLASSES))
+        row["stage_all"] = run_stage(work / "raw", work, None)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "image_folder_memory.json").write_text(json.dumps(row, indent=2) + "\n")
     (args.out / "image_folder_memory.md").write_text(table(row))

@@ -6,6 +6,7 @@ only the dataset lists in dvc.yaml's `vars` are swapped for tiny ones.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from tests.conftest import REPO_ROOT, tiny_digits
 
@@ -30,6 +32,7 @@ DATASETS = {
     "generated_datasets": ["line"],
     "bundled_datasets": ["iris"],
     "csv_datasets": ["own"],
+    "image_folder_datasets": ["own_images", "zipped_images"],
     "experiments": {"iris_mlp": {"data": "iris", "needs": "conf/experiment/iris_mlp.yaml"}},
 }
 EXPERIMENT_STAGES = {"compose@iris_mlp", "train@iris_mlp", "evaluate@iris_mlp"}
@@ -50,6 +53,31 @@ def _edit_yaml(path: Path, edit) -> None:
     data = yaml.safe_load(path.read_text())
     edit(data)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _write_image_datasets(repo: Path, mirror: Path) -> None:
+    """The two ways to add images: a folder under data/ (data.dvc), and a zip by URL with its sha256 (served by
+    the mirror here, as a user offline would)."""
+    rng = np.random.default_rng(0)
+    for name in ("own_images", "zipped"):
+        for label in ("dark", "light"):
+            folder = repo / "data" / name / label
+            folder.mkdir(parents=True)
+            for i in range(10):
+                level = 40 if label == "dark" else 210
+                pixels = np.clip(level + rng.normal(0, 20, (8, 8)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    archive = Path(shutil.make_archive(str(mirror / "zipped" / "shapes"), "zip", repo / "data", "zipped"))
+    shutil.rmtree(repo / "data" / "zipped")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    base = {"defaults": ["_image_folder", "_self_"], "task": "classification"}
+    source = {"image_size": [8, 8], "channels": 1}
+    for name, where in (
+        ("own_images", {"path": "data/own_images"}),
+        ("zipped_images", {"url": "http://127.0.0.1:9/shapes.zip", "sha256": digest, "folder": "zipped"}),
+    ):
+        config = {**base, "name": name, "source": {**where, **source}, "preprocess": {"val_size": 4, "test_size": 4}}
+        (repo / f"conf/data/{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +131,7 @@ def repo(tmp_path_factory) -> Path:
         "# @package _global_\ndefaults:\n  - override /data: iris\n  - override /model: mlp_classifier\n"
         "task_name: iris_mlp\ntrainer:\n  max_epochs: 2\n"
     )
-    (repo / "data").mkdir()
+    _write_image_datasets(repo, mirror)
     rng = np.random.default_rng(0)
     rows = "\n".join(f"{a:.3f},{b:.3f},{2 * a - b:.3f}" for a, b in rng.normal(size=(60, 2)))
     (repo / "data/own.csv").write_text("area,age,price\n" + rows + "\n")
@@ -131,14 +159,21 @@ def test_repro_runs_every_stage_then_nothing(repo):
             ("generated", ["line"]),
             ("bundled", ["iris"]),
             ("csv", ["own"]),
+            ("image_folders", ["own_images", "zipped_images"]),
         )
         for name in names
         for kind in ("fetch", "preprocess")
     }
     assert _ran(first) == stages | EXPERIMENT_STAGES
-    for name in ("tiny_digits", "line", "iris", "own"):
+    for name in ("tiny_digits", "line", "iris", "own", "own_images", "zipped_images"):
         assert (repo / "datasets/processed" / name / "meta.json").is_file()
     assert np.load(repo / "datasets/processed/tiny_digits/test_x.npy").shape == (50, 1, 8, 8)
+    for name in ("own_images", "zipped_images"):  # 20 images: 4 test, 4 val, 12 train, of dark and light
+        assert np.load(repo / f"datasets/processed/{name}/test_x.npy").shape == (4, 1, 8, 8)
+        assert json.loads((repo / f"datasets/processed/{name}/meta.json").read_text())["class_names"] == [
+            "dark",
+            "light",
+        ]
     assert (repo / "experiments/iris_mlp/model.ckpt").is_file()
     metrics = json.loads(_sh(repo, "dvc", "metrics", "show", "--json"))
     shown = metrics[""]["data"]["experiments/iris_mlp/metrics.json"]["data"]
@@ -156,6 +191,8 @@ def test_dag_links_fetch_to_preprocess_per_dataset_and_data_dvc_to_own_csv(repo)
     for group, name in (("images", "tiny_digits"), ("generated", "line"), ("bundled", "iris"), ("csv", "own")):
         assert (f"fetch_{group}@{name}", f"preprocess_{group}@{name}") in edges
     assert ("data.dvc", "fetch_csv@own") in edges
+    assert ("data.dvc", "fetch_image_folders@own_images") in edges
+    assert ("fetch_image_folders@zipped_images", "preprocess_image_folders@zipped_images") in edges
 
 
 def test_changing_one_dataset_reruns_only_its_stages(repo):
@@ -176,7 +213,16 @@ def test_changing_one_dataset_reruns_only_its_stages(repo):
     with open(repo / "data/own.csv", "a") as fh:
         fh.write("1.0,2.0,0.0\n")
     _sh(repo, "dvc", "add", "-q", "data")
-    assert _ran(_sh(repo, "dvc", "repro")) == {"fetch_csv@own", "preprocess_csv@own"}
+    # every stage reading data/ looks again; the image folders' fetch finds the same images, so their
+    # preprocess stays
+    ran = {"fetch_csv@own", "preprocess_csv@own", "fetch_image_folders@own_images", "fetch_image_folders@zipped_images"}
+    assert _ran(_sh(repo, "dvc", "repro")) == ran
+
+    Image.fromarray(np.full((8, 8), 128, np.uint8)).save(repo / "data/own_images/dark/new.png")
+    _sh(repo, "dvc", "add", "-q", "data")
+    ran = _ran(_sh(repo, "dvc", "repro"))
+    assert {"fetch_image_folders@own_images", "preprocess_image_folders@own_images"} <= ran
+    assert "preprocess_image_folders@zipped_images" not in ran
 
 
 def _experiment(shown: list[dict], name: str) -> dict:

@@ -355,6 +355,8 @@ def test_channel_statistics_wants_a_uint8_nchw_array():
 def test_memory_bench_runs_and_writes_its_table(tmp_path):
     from bench import image_folder_memory
 
-    row = image_folder_memory.main(["--images", "20", "--size", "8", "--out", str(tmp_path)])
-    assert row["images"] == 20 and row["child_peak_rss_kib"] > 0
-    assert "| peak RSS of the child" in (tmp_path / "image_folder_memory.md").read_text()
+    row = image_folder_memory.main(["--images", "40", "--size", "8", "--out", str(tmp_path)])
+    assert row["images"] == 40 and row["child_peak_rss_kib"] > 0
+    assert row["stage_quarter"]["peak_rss_kib"] > 0 and row["stage_all"]["peak_rss_kib"] > 0
+    report = (tmp_path / "image_folder_memory.md").read_text()
+    assert "| peak RSS of the child" in report and "| `pipeline.preprocess`, 40 images" in report
