@@ -193,6 +193,7 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             images, name, "classification", root / "raw" / name, root / "processed" / name, {"val_size": 20, "seed": 0}
         )
     from pipeline.data.cifar import Cifar10
+    from pipeline.data.sources import build_source
     from tests.test_cifar import ARCHIVE, md5, official_batches, write_archive
 
     archive = write_archive(root / "mirror" / "cifar10" / ARCHIVE, official_batches())
@@ -206,6 +207,12 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root / "processed/cifar10",
         {"val_size": 10, "seed": 0},
     )
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        auto_mpg = build_source(compose("prepare", overrides=["data=auto_mpg"]).data.source, "auto_mpg")
+    auto_mpg.fetch(root / "raw/auto_mpg", mirror=str(REPO_ROOT / "tests/data"))  # the copy shipped as a mirror
+    split = {**SPLIT, "missing": "drop", "scale_target": True}
+    preprocess_dataset(auto_mpg, "auto_mpg", "regression", root / "raw/auto_mpg", root / "processed/auto_mpg", split)
     return root / "processed"
 
 

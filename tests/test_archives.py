@@ -102,9 +102,14 @@ def test_tar_member_with_an_absolute_path_is_refused(folder):
     assert not (folder.parent / "abs_evil").exists()
 
 
+def test_tar_links_are_refused_even_inside(folder):
+    archive = _tar(folder / "inner.tgz", [("a/file", b"x"), _symlink("a/link", "file")])
+    _refused(archive, folder / "out", "'a/link'", "is a link")
+
+
 def test_tar_symlink_pointing_outside_is_refused(folder):
     archive = _tar(folder / "link.tgz", [_symlink("link", "../../outside"), ("link/file", b"through the link")])
-    _refused(archive, folder / "out", "'link'", "outside the destination")
+    _refused(archive, folder / "out", "'link'", "is a link")
 
 
 def test_tar_device_file_is_refused(folder):

@@ -211,7 +211,7 @@ def test_keras_cnn_preset_composes_and_builds_a_10_way_net():
     cfg = compose_config("train", "experiment=cifar10_cnn")
     assert cfg.data.name == "cifar10" and cfg.data.datamodule.batch_size == 32
     assert dict(cfg.data.datamodule.augment) == {"shift_fraction": 0.1, "flip_probability": 0.5}
-    assert cfg.optimizer.lr == pytest.approx(1e-4) and cfg.optimizer.weight_decay == pytest.approx(1e-6)
+    assert cfg.optimizer.lr == pytest.approx(1e-4) and "weight_decay" not in cfg.optimizer
     assert "image_shape" not in cfg.data.source and "files" not in cfg.data.source
     net = instantiate(cfg.model.net)(input_shape=(3, 32, 32), num_outputs=10)
     assert sum(p.numel() for p in net.parameters()) == 1_250_858  # as model.summary() reports in the example

@@ -120,15 +120,15 @@ def test_failed_preprocess_leaves_previous_output_untouched(tmp_path, monkeypatc
     preprocess_dataset(source, "line", "regression", raw, out, TABLE_SPLIT)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    import pipeline.data.processed as processed
+    import pipeline.data.preparing as preparing
 
-    real_save = processed.save_npy
+    real_save = preparing.save_npy
 
     def save_then_interrupt(path, array):  # the stage is killed after its first file is written
         real_save(path, array)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(processed, "save_npy", save_then_interrupt)
+    monkeypatch.setattr(preparing, "save_npy", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         preprocess_dataset(source, "line", "regression", raw, out, {**TABLE_SPLIT, "seed": 7})
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

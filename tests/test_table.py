@@ -93,9 +93,25 @@ def test_utf8_with_bom_and_latin1(tmp_path):
     assert _read(tmp_path, latin, fmt=CsvFormat(encoding="latin-1")).feature_names == ["caf\xe9"]
 
 
-def test_wrong_encoding_names_the_byte_and_the_key(tmp_path):
-    with pytest.raises(DataFormatError, match=r"not valid utf-8 \(byte 0xe9 at offset 3\).*source.encoding"):
+def test_wrong_encoding_names_the_line_the_byte_and_the_key(tmp_path):
+    with pytest.raises(DataFormatError, match=r"not valid utf-8 \(line 1: byte 0xe9 at offset 3\).*source.encoding"):
         _read(tmp_path, "caf\xe9,y\n1,2\n".encode("latin-1"))
+    rows = "".join(f"{i},{i}\n" for i in range(5000))  # past pandas' first decoding chunk
+    text = ("a,y\n" + rows + "caf\xe9,1\n").encode("latin-1")
+    offset = text.index(b"\xe9")
+    with pytest.raises(DataFormatError, match=rf"\(line 5002: byte 0xe9 at offset {offset}\)"):
+        _read(tmp_path, text)
+
+
+def test_a_delimiter_ending_every_row_is_refused_not_shifted(tmp_path):
+    # pandas would otherwise take the first column as an index and shift every name one column left
+    with pytest.raises(DataFormatError, match=r"every row has more fields than the header \(a delimiter at the end"):
+        _read(tmp_path, "a,b,y\n1,2,3,\n4,5,6,\n")
+
+
+def test_the_target_listed_as_a_feature_is_refused(tmp_path):
+    with pytest.raises(DataConfigError, match=r"source.target 'y' is also listed as a feature"):
+        _read(tmp_path, "a,y\n1,2\n", features=["a", "y"])
 
 
 def test_empty_file(tmp_path):

@@ -23,8 +23,6 @@ import pandas as pd
 from pipeline.data.table import CsvFormat, is_missing, label_sort_key, parse_numbers
 from pipeline.errors import DataFormatError
 
-UNKNOWN_POLICIES = ("error", "ignore")
-
 
 @dataclass(frozen=True)
 class TableEncoding:

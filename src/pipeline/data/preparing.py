@@ -44,6 +44,7 @@ def _class_counts(y: np.ndarray, n_classes: int) -> list[int]:
 
 def process_images(data: ImageData, val_size: float, seed: int) -> Processed:
     """Keep the official test set; carve a stratified, seeded validation set out of the official train set."""
+    from pipeline.data.image_folder import channel_statistics
     from pipeline.data.splits import holdout, holdout_count
 
     n = len(data.train_y)
@@ -56,9 +57,7 @@ def process_images(data: ImageData, val_size: float, seed: int) -> Processed:
         "val": (with_channel(data.train_x[val_idx]), data.train_y[val_idx]),
         "test": (with_channel(data.test_x), data.test_y),
     }
-    pixels = arrays["train"][0].astype(np.float64) / 255.0
-    channel_axes = (0, *range(2, pixels.ndim))
-    mean, std = pixels.mean(axis=channel_axes).tolist(), pixels.std(axis=channel_axes).tolist()
+    mean, std = channel_statistics(arrays["train"][0])  # in chunks: no float copy of 45,000 CIFAR images
     return Processed(arrays, _image_meta(data.class_names, arrays, mean, std))
 
 
@@ -71,7 +70,7 @@ def _image_meta(
         "class_names": class_names,
         "input_shape": list(arrays["train"][0].shape[1:]),
         # Statistics of pixel/255 over the training split only: no peeking at val or test.
-        "normalization": {"mean": mean, "std": std},
+        "normalization": {"mean": mean, "std": [s if s > 0 else 1.0 for s in std]},  # a constant channel: no 0/0
         "class_counts": {split: _class_counts(y, len(class_names)) for split, (_, y) in arrays.items()},
     }
 

@@ -25,6 +25,7 @@ from pipeline.errors import DataConfigError, DataFormatError
 
 TASKS = ("regression", "classification")
 MISSING_POLICIES = ("fail", "drop", "impute")
+UNKNOWN_POLICIES = ("error", "ignore")  # a category the training split never saw
 MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 WHITESPACE = r"\s+"  # the delimiter of files aligned with spaces and tabs (e.g. UCI's auto-mpg.data)
 _MAX_LISTED = 10
@@ -122,6 +123,20 @@ def read_cells(path: Path, fmt: CsvFormat, names: Sequence[str] | None = None) -
     return frame.apply(lambda column: column.str.strip()), lines
 
 
+def _undecodable(path: Path, encoding: str) -> DataFormatError:
+    """Where the file stops being ``encoding``: pandas decodes in chunks, so its error's offset is the chunk's."""
+    raw = path.read_bytes()
+    try:
+        raw.decode(encoding)
+        where = ""
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        where = f" (line {line}: byte {raw[error.start]:#04x} at offset {error.start})"
+    return DataFormatError(
+        f"{path}: not valid {encoding}{where}; set the dataset's `source.encoding` to the file's encoding, e.g. latin-1"
+    )
+
+
 def count_fields(path: Path, fmt: CsvFormat) -> int:
     """The number of fields of a file's first row."""
     return _tokenise(path, replace(fmt, header=False, columns=("?",)), nrows=1)[0].shape[1]
@@ -141,27 +156,33 @@ def _tokenise(path: Path, fmt: CsvFormat, nrows: int | None = None) -> tuple[pd.
                 skip_blank_lines=False,
                 on_bad_lines="warn",
                 nrows=nrows,
+                index_col=False,  # a delimiter ending every row is an empty last field, not an index column
                 encoding="utf-8-sig" if fmt.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else fmt.encoding,
             )
     except FileNotFoundError:
         raise DataFormatError(f"{path}: raw file missing; run the fetch stage first") from None
     except pd.errors.EmptyDataError:
         raise DataFormatError(f"{path}: the file is empty; expected a header row and at least one data row") from None
-    except UnicodeDecodeError as error:
-        raise DataFormatError(
-            f"{path}: not valid {fmt.encoding} (byte {error.object[error.start]:#04x} at offset {error.start}); "
-            "set the dataset's `source.encoding` to the file's encoding, e.g. latin-1"
-        ) from None
+    except UnicodeDecodeError:
+        raise _undecodable(path, fmt.encoding) from None
     except LookupError:
         raise DataConfigError(f"source.encoding={fmt.encoding!r} is not an encoding Python knows") from None
     except pd.errors.ParserError as error:
         raise DataFormatError(f"{path}: not a readable table ({error})") from None
-    long_rows = [
-        re.sub(r"^Skipping line (\d+): expected (\d+) fields, saw (\d+)", r"line \1 has \3 fields, expected \2", m)
-        for w in caught
-        for m in str(w.message).strip().splitlines()
-    ]
+    long_rows = [_ragged(m) for w in caught for m in str(w.message).strip().splitlines()]
     return frame.fillna(""), long_rows
+
+
+def _ragged(message: str) -> str:
+    """pandas' complaint about a row, in the project's words."""
+    if message.startswith("Length of header or names does not match"):
+        return (
+            "every row has more fields than the header (a delimiter at the end of each row?): "
+            "remove it, or name the extra column in the header"
+        )
+    return re.sub(
+        r"^Skipping line (\d+): expected (\d+) fields, saw (\d+)", r"line \1 has \3 fields, expected \2", message
+    )
 
 
 @dataclass
@@ -216,7 +237,7 @@ class Columns:
 def read_table(path: str | Path, columns: Columns, fmt: CsvFormat | None = None, unknown: str = "error") -> Table:
     """Read a table file; every feature column must hold numbers (missing cells allowed) or be ``categorical``."""
     path, fmt = Path(path), fmt or CsvFormat()
-    if unknown not in ("error", "ignore"):
+    if unknown not in UNKNOWN_POLICIES:
         raise DataConfigError(f"source.unknown={unknown!r}: expected error or ignore")
     cells, lines = read_cells(path, fmt)
     features = _feature_columns(path, list(cells.columns), columns)
@@ -247,6 +268,13 @@ def _feature_columns(path: Path, header: list[str], columns: Columns) -> list[st
         raise DataFormatError(
             f"{path}: the target column {columns.target!r} declared in the config is not in the file; {listed}"
         )
+    if columns.target in (columns.features or ()) or columns.target in columns.categorical:
+        raise DataConfigError(
+            f"source.target {columns.target!r} is also listed as a feature: a model would see its answer"
+        )
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise DataFormatError(f"{path}: column name(s) {', '.join(duplicated)} appear more than once; {listed}")
     if columns.features is not None and columns.drop:
         raise DataConfigError("source.features and source.drop are alternatives: list the columns to keep, or drop")
     declared = {"features": columns.features or (), "drop": columns.drop, "categorical": columns.categorical}

@@ -30,6 +30,10 @@ from pipeline.models.gan_networks import Generator
 class Predictor(nn.Module):
     """A supervised network behind the data's scaling: raw inputs in, probabilities or values out."""
 
+    # class defaults: a regressor pickled before targets could be standardised unpickles without them
+    target_mean: float = 0.0
+    target_std: float = 1.0
+
     def __init__(self, net: nn.Module, spec: DatasetSpec, output: str) -> None:
         super().__init__()
         self.model_input = ModelInput(spec)
