@@ -132,5 +132,7 @@ def test_a_regressor_learns_the_standardised_target_and_answers_in_its_units():
     assert module(x)[:, 0].tolist() == pytest.approx([75.0, 95.0])
     metrics = module.train_metrics.compute()
     assert float(metrics["train/mae"]) == pytest.approx((5 + 5) / 2)  # |75-70|, |95-100|: in the target's units
+    module._step((x, y), "val")
+    assert float(module.val_loss.compute()) == pytest.approx((5**2 + 5**2) / 2)  # the logged loss: MSE in y's units
     spec = DatasetSpec("t", "regression", (1,), (), (0.0,), (1.0,), normalize=False, target_scale=(50.0, 10.0))
     assert fitted_affine(module.net, spec) == pytest.approx({"fit/w": 20.0, "fit/b": 55.0})  # 10·(2x+0.5)+50

@@ -85,8 +85,11 @@ def test_auto_mpg_mlp_beats_a_linear_model_on_the_same_split(auto_mpg):
     linear = r2_score(test_y, LinearRegression().fit(x, y).predict(test_x))
     model = load_trained_model(str(auto_mpg / "model.ckpt"))
     mlp = r2_score(test_y, model.predict(test_x)[:, 0])  # independent of the pipeline's metrics
-    reported = json.loads((auto_mpg / "test_metrics.json").read_text())["test/r2"]
-    assert reported == pytest.approx(mlp, abs=1e-4)
+    reported = json.loads((auto_mpg / "test_metrics.json").read_text())
+    assert reported["test/r2"] == pytest.approx(mlp, abs=1e-4)
+    # the MLP learnt the standardised mpg, yet its logged loss is in mpg² like its MSE
+    assert reported["test/loss"] == pytest.approx(reported["test/mse"], rel=1e-4)
+    assert reported["test/mse"] == pytest.approx(float(np.mean((model.predict(test_x)[:, 0] - test_y) ** 2)), rel=1e-4)
     assert mlp >= linear, f"MLP R² {mlp:.3f} below the linear model's {linear:.3f}"
 
 

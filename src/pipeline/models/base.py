@@ -81,9 +81,14 @@ class SupervisedModule(L.LightningModule):
         """The loss of one batch; updates ``<stage>_metrics`` with its predictions."""
         raise NotImplementedError
 
+    @property
+    def loss_scale(self) -> float:
+        """What the logged ``<stage>/loss`` is multiplied by: 1, unless the family trains on a rescaled target."""
+        return 1.0
+
     def _step(self, batch: Any, stage: str) -> torch.Tensor:
         loss = self.model_step(batch, stage)
-        getattr(self, f"{stage}_loss").update(loss, weight=len(batch[1]))
+        getattr(self, f"{stage}_loss").update(loss * self.loss_scale, weight=len(batch[1]))
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -99,7 +104,7 @@ class SupervisedModule(L.LightningModule):
 
     def _log_step_loss(self, loss: torch.Tensor) -> None:
         """``train/loss_step`` to every logger (the per-step curve), and the NaN guard, once per logging interval."""
-        value = float(loss.detach())
+        value = float(loss.detach()) * self.loss_scale
         self._check_finite(value)
         log_step_values(self, {"train/loss_step": value}, step=self.global_step)
 

@@ -2,7 +2,9 @@
 
 With a standardised target (``preprocess.scale_target``, ``target_scale=(mean, std)``) the network
 learns ``(y - mean) / std`` and the loss is taken on that scale; the module's output, every
-metric and the logged model's predictions are in the target's own units.
+metric and the logged model's predictions are in the target's own units. So is the logged
+``<stage>/loss``: the same loss on unscaled errors, which is the optimised one times ``std²``
+(MSE; Huber with its ``delta`` times ``std``) or ``std`` (MAE).
 """
 
 from __future__ import annotations
@@ -30,11 +32,16 @@ class RegressionModule(SupervisedModule):
         super().__init__(num_outputs=1, **kwargs)
         self.target_mean, self.target_std = (float(v) for v in target_scale)
         self.loss_fn = LOSSES[loss]()
+        self._loss_scale = self.target_std if loss == "mae" else self.target_std**2
         metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
         # One collection per stage, so train, val and test accumulate separately.
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+
+    @property
+    def loss_scale(self) -> float:
+        return self._loss_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predictions in the target's units."""
