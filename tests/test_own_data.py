@@ -27,7 +27,7 @@ from pipeline.data.processed import load_split, read_meta
 from pipeline.tracking.loading import load_trained_model
 from tests.conftest import REPO_ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("own_data")]  # one Auto MPG run serves two tests
 
 AUTO_MPG = REPO_ROOT / "tests/data/auto_mpg/auto-mpg.data"
 COLUMNS = ["mpg", "cylinders", "displacement", "horsepower", "weight", "acceleration", "model_year", "origin"]
@@ -67,7 +67,7 @@ def _train_and_evaluate(root: Path, paths: dict[str, str], *overrides: str) -> d
     return json.loads((root / "metrics.json").read_text())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: xdist may tear a module's fixtures down between its tests
 def auto_mpg(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("auto_mpg")
     paths = _prepare(root, "data=auto_mpg", mirror=str(REPO_ROOT / "tests/data"))
