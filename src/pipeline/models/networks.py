@@ -10,12 +10,27 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+
+class Antirectifier(nn.Module):
+    """Keras' antirectifier example layer: centre the features, L2-normalise them, then output ReLU(x) and
+    ReLU(-x) side by side. Where ReLU drops the negative half of every feature, this keeps both halves
+    (so nothing is lost) and is twice as wide: ``width_factor`` tells the builder the next layer's input."""
+
+    width_factor = 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean(dim=1, keepdim=True)
+        unit = torch.nn.functional.normalize(centred, p=2.0, dim=1)
+        return torch.cat([torch.relu(unit), torch.relu(-unit)], dim=1)
+
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,
     "gelu": nn.GELU,
     "leaky_relu": nn.LeakyReLU,
+    "antirectifier": Antirectifier,
 }
 
 
@@ -39,14 +54,16 @@ def mlp(
     activation: str = "relu",
     dropout: float = 0.0,
 ) -> nn.Sequential:
-    """Flatten → (Linear → activation [→ dropout]) per hidden size → Linear. ``hidden=[]`` is a linear model."""
+    """Flatten → (Linear → activation [→ dropout]) per hidden size → Linear. ``hidden=[]`` is a linear model;
+    an activation that widens its input (the antirectifier doubles it) widens the next layer's input."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = _flat_size(input_shape)
     for size in hidden:
-        layers += [nn.Linear(width, size), _activation(activation)]
+        act = _activation(activation)
+        layers += [nn.Linear(width, size), act]
         if dropout:
             layers.append(nn.Dropout(dropout))
-        width = size
+        width = size * int(getattr(act, "width_factor", 1))
     layers.append(nn.Linear(width, num_outputs))
     return nn.Sequential(*layers)
 
