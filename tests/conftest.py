@@ -213,6 +213,12 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     auto_mpg.fetch(root / "raw/auto_mpg", mirror=str(REPO_ROOT / "tests/data"))  # the copy shipped as a mirror
     split = {**SPLIT, "missing": "drop", "scale_target": True}
     preprocess_dataset(auto_mpg, "auto_mpg", "regression", root / "raw/auto_mpg", root / "processed/auto_mpg", split)
+    from pipeline.data.sequences import AdditionSums
+
+    sums = AdditionSums(digits=3, count=400, seed=0)
+    sums.fetch(root / "raw/addition")
+    split = {"val_size": 50, "test_size": 50, "seed": 0, "reverse_question": True}
+    preprocess_dataset(sums, "addition", "sequence", root / "raw/addition", root / "processed/addition", split)
     return root / "processed"
 
 

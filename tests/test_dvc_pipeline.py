@@ -33,6 +33,7 @@ DATASETS = {
     "bundled_datasets": ["iris"],
     "csv_datasets": ["own"],
     "image_folder_datasets": ["own_images", "zipped_images"],
+    "sequence_datasets": [],
     "experiments": {"iris_mlp": {"data": "iris", "needs": "conf/experiment/iris_mlp.yaml"}},
 }
 EXPERIMENT_STAGES = {"compose@iris_mlp", "train@iris_mlp", "evaluate@iris_mlp"}

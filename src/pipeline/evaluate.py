@@ -88,9 +88,24 @@ def write_plots(plots_dir: Path, module: L.LightningModule, datamodule: ArrayDat
             pred = module(datamodule.model_input(x)).squeeze(1)
         rows = sorted(zip(x[:, 0].tolist(), y.tolist(), pred.tolist(), strict=True))
         save_csv(plots_dir / "predictions.csv", ["x", "y", "predicted"], rows)
+    if family == "sequence":
+        write_answers(plots_dir / "answers.csv", module, datamodule)
     save_samples = getattr(module, "save_samples", None)
     if callable(save_samples):  # generative models: an image grid of samples
         save_samples(plots_dir / "samples.png")
+
+
+def write_answers(dest: Path, module: L.LightningModule, datamodule: ArrayDataModule) -> None:
+    """One ``question,answer,predicted,right`` row per test question of a sequence model, as text."""
+    from pipeline.data.tokens import decode_ids
+
+    x, y = datamodule.splits["test"].tensors
+    with torch.no_grad():
+        predicted = torch.cat([module(chunk).argmax(dim=-1) for chunk in x.split(4096)])
+    questions = decode_ids(x.numpy(), reverse=bool(datamodule.meta.get("reverse_question", False)))
+    answers, guesses = decode_ids(y.numpy()), decode_ids(predicted.numpy())
+    rows = ((q, a, g, int(a == g)) for q, a, g in zip(questions, answers, guesses, strict=True))
+    save_csv(dest, ["question", "answer", "predicted", "right"], rows)
 
 
 def write_confusion_pairs(dest: Path, confusion: torch.Tensor, class_names: Sequence[str]) -> None:

@@ -217,3 +217,20 @@ def save_gif(frames: Sequence[Image.Image], dest: str | Path, frame_ms: int = 30
     with atomic_open(dest, "wb") as fh:
         fh.write(buffer.getvalue())
     return Path(dest)
+
+
+def answered_questions(questions: Sequence[str], true: Sequence[str], predicted: Sequence[str]) -> Figure:
+    """A table of test questions with the model's answer and the true one, each marked right (green ✓) or
+    wrong (red ✗): what a sequence model gets wrong is seen at a glance."""
+    rows = len(questions)
+    figure = Figure(figsize=(5.0, 0.6 + 0.28 * rows), layout="constrained")
+    ax = figure.add_subplot()
+    ax.axis("off")
+    ax.set_title(f"test questions: {sum(p == t for p, t in zip(predicted, true, strict=True))} of {rows} right")
+    for row, (question, answer, guess) in enumerate(zip(questions, true, predicted, strict=True)):
+        right = guess == answer
+        y = 1 - (row + 0.5) / rows
+        ax.text(0.0, y, f"{question} =", family="monospace", ha="left", va="center")
+        ax.text(0.45, y, guess, family="monospace", ha="left", va="center", color="green" if right else "red")
+        ax.text(0.7, y, "✓" if right else f"✗ ({answer})", ha="left", va="center", color="green" if right else "red")
+    return figure

@@ -263,6 +263,31 @@ class MisclassifiedExamples(FigureCallback):
         return (np.stack(images), true, predicted) if images else None
 
 
+class AnsweredQuestions(FigureCallback):
+    """``answers.png`` at test end: the first ``count`` test questions of a sequence model, its answers and the
+    true ones, marked right or wrong."""
+
+    def __init__(self, count: int = 20, dirpath: str | None = None) -> None:
+        super().__init__(dirpath)
+        if count < 1:
+            raise ValueError(f"AnsweredQuestions.count must be at least 1, got {count}")
+        self.count = count
+
+    @guarded
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = _datamodule(trainer)
+        if getattr(pl_module, "family", None) != "sequence" or datamodule is None or not trainer.is_global_zero:
+            return
+        from pipeline.data.tokens import decode_ids
+
+        x, y = (t[: self.count] for t in datamodule.splits["test"].tensors)
+        predicted = _predict(pl_module, datamodule, x, lambda ids: pl_module(ids).argmax(dim=-1))
+        reverse = bool(datamodule.meta.get("reverse_question", False))
+        questions = decode_ids(x.numpy(), reverse=reverse)
+        true, guesses = decode_ids(y.numpy()), decode_ids(predicted.numpy())
+        self.publish_figure(trainer, "answers.png", lambda: drawing.answered_questions(questions, true, guesses))
+
+
 class GANProgress(FigureCallback):
     """The fixed-noise sample grid of a GAN over training (anything with ``sample_grid()``).
 

@@ -24,6 +24,7 @@ from pipeline.data.processed import FORMAT_VERSION, META_FILE, SPLITS
 from pipeline.errors import DataConfigError
 
 if TYPE_CHECKING:
+    from pipeline.data.sequences import SumsData
     from pipeline.data.sources import ImageData, ImageFolderData, Source
     from pipeline.data.table import Table
 
@@ -172,18 +173,46 @@ def _table_splits(y: np.ndarray, task: str, split: dict[str, Any]) -> dict[str, 
     return {"train": rest[kept], "val": rest[held], "test": test_idx}
 
 
+def process_sums(data: SumsData, split: dict[str, Any]) -> Processed:
+    """Pad, optionally reverse and encode the sums, then split them into seeded train/val/test rows (each sum is
+    one row: none is in two splits)."""
+    from pipeline.data.tokens import VOCABULARY, encode_text
+
+    reverse = bool(split.get("reverse_question", False))
+    x = encode_text(data.questions, 2 * data.digits + 1, reverse=reverse)
+    y = encode_text(data.answers, data.digits + 1)
+    index = _table_splits(np.zeros(len(x)), "regression", split)  # plain seeded splits, nothing to stratify
+    arrays = {name: (x[idx], y[idx]) for name, idx in index.items()}
+    meta = {
+        "kind": "sequence",
+        "task": "sequence",
+        "class_names": list(VOCABULARY),  # the output classes of every answer position
+        "input_shape": [x.shape[1]],
+        "output_length": y.shape[1],
+        "reverse_question": reverse,
+        "digits": data.digits,
+        "normalization": {"mean": [0.0], "std": [1.0]},  # ids are not scaled
+    }
+    return Processed(arrays, meta)
+
+
 def preprocess_dataset(
     source: Source, name: str, task: str, raw_dir: Path, out_dir: Path, split: dict[str, Any]
 ) -> dict[str, Any]:
     """Load ``raw_dir`` through ``source``, split it, and write ``out_dir`` as one atomic folder."""
+    from pipeline.data.sequences import SumsData
     from pipeline.data.sources import ImageData, ImageFolderData
 
     loaded = source.load(raw_dir)
     if isinstance(loaded, ImageData | ImageFolderData) and task != "classification":
         raise DataConfigError(f"data.task={task!r}: image datasets are classification datasets")
+    if isinstance(loaded, SumsData) != (task == "sequence"):
+        raise DataConfigError(f"data.task={task!r}: sequence datasets, and only they, have task `sequence`")
     raw_files = sorted(p for p in raw_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     with atomic_dir(out_dir) as tmp:
-        if isinstance(loaded, ImageFolderData):
+        if isinstance(loaded, SumsData):
+            processed = process_sums(loaded, split)
+        elif isinstance(loaded, ImageFolderData):
             processed = process_image_folder(loaded, split, tmp)  # writes its arrays as it decodes them
         elif isinstance(loaded, ImageData):
             processed = process_images(loaded, split["val_size"], int(split.get("seed", 0)))

@@ -42,6 +42,7 @@ class DatasetSpec:
     # how predict turns new rows, text values included, into features
     encoding: Mapping[str, Any] | None = None
     target_scale: tuple[float, float] = (0.0, 1.0)  # a regressor learns (y - mean) / std: (mean, std)
+    output_length: int = 0  # a sequence task's answer length (its class_names are the vocabulary)
 
     @classmethod
     def from_meta(
@@ -67,6 +68,7 @@ class DatasetSpec:
             feature_names=tuple(meta.get("feature_names", ())),
             encoding=meta.get("encoding"),
             target_scale=_target_scale(meta.get("target_scale")),
+            output_length=int(meta.get("output_length", 0)),
         )
 
     @classmethod
@@ -87,6 +89,7 @@ class DatasetSpec:
             feature_names=tuple(record.get("feature_names", ())),
             encoding=record.get("encoding"),
             target_scale=_target_scale(record.get("target_scale")),
+            output_length=int(record.get("output_length", 0)),
         )
 
     def record(self) -> dict[str, Any]:
@@ -102,6 +105,7 @@ class DatasetSpec:
             "feature_names": list(self.feature_names),
             "encoding": self.encoding,
             "target_scale": {"mean": self.target_scale[0], "std": self.target_scale[1]},
+            "output_length": self.output_length,
         }
 
     @property
@@ -112,8 +116,10 @@ class DatasetSpec:
         """What a model's constructor takes from the data: ``input_shape``, ``num_classes`` when classifying, and
         ``target_scale`` when the regression target is standardised (``preprocess.scale_target``)."""
         size: dict[str, Any] = {"input_shape": list(self.input_shape)}
-        if self.task == "classification":
+        if self.task in ("classification", "sequence"):
             size["num_classes"] = self.num_classes
+        if self.task == "sequence":
+            size["output_length"] = self.output_length
         if self.target_scale != (0.0, 1.0):
             size["target_scale"] = list(self.target_scale)
         return size
@@ -137,6 +143,7 @@ class ModelInput(nn.Module):
         super().__init__()
         self.pixel_scale = spec.pixel_scale
         self.normalizes = spec.normalize
+        self.passes_through = spec.task == "sequence"  # token ids: neither scaled nor normalised
         shape = (1, -1) + (1,) * (len(spec.input_shape) - 1)  # per channel for images, per feature for tables
         self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).reshape(shape))
         self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).reshape(shape))
@@ -145,6 +152,8 @@ class ModelInput(nn.Module):
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """Floats in the model's range: pixels divided by the pixel scale (never in place: a float input at scale 1
         comes back as itself)."""
+        if self.passes_through:
+            return x
         scaled = x.float()
         if self.pixel_scale == 1.0:
             return scaled
@@ -153,7 +162,7 @@ class ModelInput(nn.Module):
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - mean) / std`` with the training split's statistics, when the spec normalises."""
-        if not self.normalizes:
+        if not self.normalizes or self.passes_through:
             return x
         mean, std = self.mean, self.std
         if mean.device != x.device:

@@ -41,6 +41,7 @@ class SupervisedModule(L.LightningModule):
     # and the family's name (recorded in checkpoints; see pipeline.models.checkpoints).
     task: str = ""
     family: str = ""
+    input_dtype: torch.dtype = torch.float32  # of the dummy batch the net is checked on (token ids: long)
 
     def __init__(
         self,
@@ -50,16 +51,18 @@ class SupervisedModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None,
         scheduler: Callable[..., Any] | None = None,
         scheduler_monitor: str = "val/loss",
+        output_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "output_shape"])
         input_shape = tuple(int(d) for d in input_shape)
         self.optimizer_factory = optimizer
         # Sample-weighted mean loss per stage, NaN kept (the guard must see it); torchmetrics
         # states are not saved in checkpoints, so old checkpoints load unchanged.
         self.train_loss, self.val_loss, self.test_loss = (WeightedMean() for _ in STAGES)
         self.scheduler_factory = scheduler
-        self.example_input_array = torch.zeros(2, *input_shape)
+        self.example_input_array = torch.zeros(2, *input_shape, dtype=self.input_dtype)
+        expected = tuple(output_shape) if output_shape is not None else (num_outputs,)
         try:  # building or running the net on a dummy batch shows a shape mismatch before training starts
             self.net = net(input_shape=input_shape, num_outputs=num_outputs)
             with torch.no_grad():
@@ -68,10 +71,10 @@ class SupervisedModule(L.LightningModule):
             raise ModelConfigError(
                 f"the network cannot take the dataset's inputs of shape {list(input_shape)}: {exc}"
             ) from None
-        if tuple(out.shape) != (2, num_outputs):
+        if tuple(out.shape) != (2, *expected):
             raise ModelConfigError(
                 f"the network maps inputs of shape {list(input_shape)} to outputs of shape {list(out.shape[1:])}, "
-                f"expected [{num_outputs}]"
+                f"expected {list(expected)}"
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -186,3 +186,39 @@ def keras_cnn(
         nn.Dropout(head_dropout),
         nn.Linear(dense, num_outputs),
     )
+
+
+class Seq2Seq(nn.Module):
+    """Keras' addition_rnn model: one-hot characters → encoder RNN → its last state repeated once per answer
+    character → decoder RNN → per-step logits over the vocabulary, ``(n, output_length, vocabulary)``."""
+
+    def __init__(self, vocabulary: int, output_length: int, hidden: int, layers: int, cell: str) -> None:
+        super().__init__()
+        if cell not in RNN_CELLS:
+            raise ValueError(f"cell {cell!r} is not one of {', '.join(RNN_CELLS)}")
+        self.vocabulary, self.output_length = vocabulary, output_length
+        self.encoder = RNN_CELLS[cell](vocabulary, hidden, num_layers=layers, batch_first=True)
+        self.decoder = RNN_CELLS[cell](hidden, hidden, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(hidden, vocabulary)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        outputs, _ = self.encoder(nn.functional.one_hot(ids.long(), self.vocabulary).float())
+        summary = outputs[:, -1:, :].expand(-1, self.output_length, -1)  # the question, once per answer step
+        decoded, _ = self.decoder(summary)
+        return self.head(decoded)
+
+
+RNN_CELLS: dict[str, type[nn.LSTM] | type[nn.GRU]] = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def seq2seq(
+    input_shape: Sequence[int],
+    num_outputs: int,
+    output_length: int,
+    width: int = 128,
+    layers: int = 1,
+    cell: str = "lstm",
+) -> Seq2Seq:
+    """The addition lesson's encoder-decoder over ``num_outputs`` characters, ``width`` units per RNN layer
+    (``input_shape`` is the question's length, which the encoder reads whatever it is)."""
+    return Seq2Seq(num_outputs, output_length, width, layers, cell)

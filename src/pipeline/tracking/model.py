@@ -38,13 +38,15 @@ class Predictor(nn.Module):
         super().__init__()
         self.model_input = ModelInput(spec)
         self.net = net
-        self.output = output  # "softmax", "sigmoid" or "identity"
+        self.output = output  # "softmax", "sigmoid", "identity" or "sequence"
         self.target_mean, self.target_std = spec.target_scale  # a regressor's standardised target, back to its units
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(self.model_input(x))
         if self.output == "softmax":
             return out.softmax(dim=1)
+        if self.output == "sequence":  # (n, length, vocabulary): a distribution per answer character
+            return out.softmax(dim=-1)
         return out.sigmoid() if self.output == "sigmoid" else out * self.target_std + self.target_mean
 
 
@@ -82,4 +84,6 @@ def output_kind(module: L.LightningModule) -> str:
     """What a supervised module's logged model returns: softmax (classes), sigmoid (binary) or identity."""
     if module.family == "regression":
         return "identity"
+    if module.family == "sequence":
+        return "sequence"
     return "sigmoid" if module.binary else "softmax"

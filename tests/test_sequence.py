@@ -1,0 +1,116 @@
+"""The addition lesson: generated sums, their encoding and splits, the sequence module's loss and metrics against
+direct computations, and the preset's training run (99 % of answers exactly right)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.data.preparing import preprocess_dataset
+from pipeline.data.processed import load_split, read_meta
+from pipeline.data.sequences import AdditionSums, draw_sums
+from pipeline.data.tokens import VOCABULARY, decode_ids, encode_text
+from pipeline.errors import DataConfigError
+from pipeline.models.networks import seq2seq
+from pipeline.models.sequence import ExactMatch, SequenceModule
+from pipeline.tracking.loading import load_trained_model
+from pipeline.train import train
+from tests.conftest import make_cfg
+from tests.test_own_data import _prepare, _train_and_evaluate
+
+
+def test_sums_are_distinct_right_and_seeded():
+    questions, answers = draw_sums(np.random.default_rng(3), digits=3, count=2000)
+    pairs = [tuple(sorted(int(n) for n in q.split("+"))) for q in questions]
+    assert len(set(pairs)) == 2000  # a+b and b+a are one sum
+    assert all(int(answer) == sum(pair) for answer, pair in zip(answers, pairs, strict=True))
+    assert max(len(q) for q in questions) == 7 and min(len(q) for q in questions) == 3
+    assert draw_sums(np.random.default_rng(3), 3, 2000) == (questions, answers)
+
+
+def test_more_sums_than_there_are_is_a_config_error():
+    assert len(draw_sums(np.random.default_rng(0), digits=1, count=55)[0]) == 55  # every unordered pair of 0-9
+    with pytest.raises(DataConfigError, match=r"source\.count=56"):
+        draw_sums(np.random.default_rng(0), digits=1, count=56)
+
+
+def test_encoding_pads_reverses_and_decodes_back():
+    ids = encode_text(["12+345"], 7, reverse=True)
+    assert "".join(VOCABULARY[i] for i in ids[0]) == " 543+21"
+    assert decode_ids(ids, reverse=True) == ["12+345"]
+    assert decode_ids(encode_text(["357"], 4)) == ["357"]
+
+
+def test_preprocess_splits_no_sum_twice_and_records_the_vocabulary(tmp_path):
+    source = AdditionSums(digits=2, count=1000, seed=1)
+    source.fetch(tmp_path / "raw")
+    split = {"val_size": 0.1, "test_size": 0.2, "seed": 0, "reverse_question": True}
+    preprocess_dataset(source, "addition", "sequence", tmp_path / "raw", tmp_path / "out", split)
+    meta = read_meta(tmp_path / "out")
+    assert meta["class_names"] == list(VOCABULARY) and meta["input_shape"] == [5] and meta["output_length"] == 3
+    seen: dict[str, set[tuple[int, ...]]] = {}
+    for name in ("train", "val", "test"):
+        x, y = load_split(tmp_path / "out", name)
+        questions, answers = decode_ids(x, reverse=True), decode_ids(y)
+        assert all(int(a) == sum(int(n) for n in q.split("+")) for q, a in zip(questions, answers, strict=True))
+        seen[name] = {tuple(sorted(int(n) for n in q.split("+"))) for q in questions}
+    assert [len(seen[s]) for s in ("train", "val", "test")] == [700, 100, 200]
+    assert not (seen["train"] & seen["val"] or seen["train"] & seen["test"] or seen["val"] & seen["test"])
+
+
+def test_exact_match_counts_whole_answers_over_uneven_batches():
+    metric = ExactMatch()
+    target = torch.tensor([[1, 2, 3], [1, 2, 3], [4, 5, 6], [7, 8, 9], [0, 0, 0]])
+    predicted = target.clone()
+    predicted[1, 2] = 0  # one wrong character: the answer is wrong
+    predicted[3, 0] = 1
+    logits = nn.functional.one_hot(predicted, 12).float().transpose(1, 2)
+    metric.update(logits[:3], target[:3])
+    metric.update(logits[3:], target[3:])  # a partial last batch counts per answer, not per batch
+    assert float(metric.compute()) == pytest.approx(3 / 5)
+
+
+def test_the_module_takes_cross_entropy_over_every_answer_character():
+    module = SequenceModule(
+        num_classes=12, output_length=4, net=seq2seq, input_shape=[7], optimizer=None, scheduler=None
+    )
+    x = torch.from_numpy(encode_text(["1+2", "30+4"], 7, reverse=True))
+    y = torch.from_numpy(encode_text(["3", "34"], 4))
+    logits = module(x)
+    assert logits.shape == (2, 4, 12)
+    loss = module.model_step((x, y), "train").detach()
+    direct = nn.functional.cross_entropy(logits.reshape(-1, 12), y.reshape(-1)).detach()
+    assert float(loss) == pytest.approx(float(direct), rel=1e-6)
+    metrics = module.train_metrics.compute()
+    right = (logits.argmax(-1) == y).float()
+    assert float(metrics["train/char_acc"]) == pytest.approx(float(right.mean()))
+    assert float(metrics["train/exact_match"]) == pytest.approx(float(right.prod(dim=1).mean()))
+
+
+@pytest.mark.parametrize("experiment", ["addition_rnn", "mnist_antirectifier", "auto_mpg_mlp", "cifar10_cnn"])
+def test_the_new_presets_run_a_fast_dev_run(processed, tmp_path, experiment):
+    train(make_cfg(processed, tmp_path, f"experiment={experiment}", "debug=fast_dev_run", "callbacks=no_figures"))
+
+
+@pytest.mark.slow
+def test_the_addition_rnn_answers_99_percent_of_test_sums_exactly(tmp_path):
+    paths = _prepare(tmp_path, "data=addition")
+    metrics = _train_and_evaluate(tmp_path, paths, "experiment=addition_rnn")
+    x, y = load_split(tmp_path / "processed/addition", "test")
+    model = load_trained_model(str(tmp_path / "model.ckpt"))
+    exact = float((model.predict(x).argmax(axis=-1) == y).all(axis=1).mean())
+    assert metrics["test/exact_match"] == pytest.approx(exact, abs=1e-6)
+    assert exact >= 0.99, json.dumps(metrics)
+
+
+def test_the_answers_figure_is_drawn_at_test_end(processed, tmp_path):
+    from pipeline.callbacks.drawing import answered_questions
+
+    figure = answered_questions(["1+2", "30+4"], ["3", "34"], ["3", "35"])
+    assert figure.axes[0].get_title() == "test questions: 1 of 2 right"
+    train(make_cfg(processed, tmp_path, "experiment=addition_rnn", "debug=fast_dev_run"))
+    assert (tmp_path / "run/figures/answers.png").stat().st_size > 0
