@@ -14,7 +14,7 @@ from pipeline.data.preparing import preprocess_dataset
 from pipeline.data.processed import load_split, read_meta
 from pipeline.data.sequences import AdditionSums, draw_sums
 from pipeline.data.tokens import VOCABULARY, decode_ids, encode_text
-from pipeline.errors import DataConfigError
+from pipeline.errors import DataConfigError, DataFormatError
 from pipeline.models.networks import seq2seq
 from pipeline.models.sequence import ExactMatch, SequenceModule
 from pipeline.tracking.loading import load_trained_model
@@ -114,3 +114,31 @@ def test_the_answers_figure_is_drawn_at_test_end(processed, tmp_path):
     assert figure.axes[0].get_title() == "test questions: 1 of 2 right"
     train(make_cfg(processed, tmp_path, "experiment=addition_rnn", "debug=fast_dev_run"))
     assert (tmp_path / "run/figures/answers.png").stat().st_size > 0
+
+
+def test_predict_answers_questions_as_text_from_the_checkpoint_and_the_logged_model(processed, tmp_path, mlflow_store):
+    from tests.conftest import only_run
+    from tests.test_predict import run_predict
+
+    checkpoint = tmp_path / "model.ckpt"
+    overrides = [
+        "experiment=addition_rnn",
+        "scheduler=none",
+        "trainer.max_epochs=2",
+        "logger=mlflow",
+        "callbacks=no_figures",
+    ]
+    train(make_cfg(processed, tmp_path, *overrides, f"model_file={checkpoint}"))
+    questions = tmp_path / "questions.txt"
+    questions.write_text("12+345\n7+8\n\n999+1\n")
+    module = load_trained_model(str(checkpoint))
+    ids = encode_text(["12+345", "7+8", "999+1"], 7, reverse=True)  # the preset reverses questions
+    expected = decode_ids(module.predict(ids).argmax(axis=-1))
+    run_id = only_run(mlflow_store, "addition_rnn").info.run_id
+    for uri in (str(checkpoint), f"runs:/{run_id}/model"):
+        out = run_predict({"store": mlflow_store}, uri, questions, tmp_path / "answers.csv")
+        assert out["question"].tolist() == ["12+345", "7+8", "999+1"]
+        assert out["prediction"].fillna("").tolist() == expected
+    (tmp_path / "bad.txt").write_text("12*3\n")
+    with pytest.raises(DataFormatError, match=r"bad.txt, line 1: '12\*3' is not a question the model reads"):
+        run_predict({"store": mlflow_store}, str(checkpoint), tmp_path / "bad.txt", tmp_path / "answers.csv")

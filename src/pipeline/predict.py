@@ -3,6 +3,7 @@
 python -m pipeline.predict model_uri=models:/spirals@champion input=new_points.csv output=predictions.csv
 python -m pipeline.predict model_uri=runs:/<run id>/model input=digits/ output=digits.csv
 python -m pipeline.predict model_uri=experiments/mnist_cnn/model.ckpt input=batch.npy output=out.csv
+python -m pipeline.predict model_uri=experiments/addition_rnn/model.ckpt input=questions.txt output=answers.csv
 """
 
 from __future__ import annotations
@@ -41,9 +42,14 @@ def predict(cfg: DictConfig) -> Path:
 
 
 def prediction_table(model: TrainedModel, outputs: np.ndarray) -> pd.DataFrame:
-    """``prediction`` (a class name, or the regressor's value) and, for classifiers, its ``probability``."""
+    """``prediction`` (a class name, the regressor's value, or a sequence model's answer as text) and, for
+    classifiers, its ``probability``."""
     if model.output == "identity":
         return pd.DataFrame({"prediction": outputs[:, 0] if outputs.ndim == 2 else outputs})
+    if model.output == "sequence":  # (n, length, vocabulary): the most likely character per position
+        from pipeline.data.tokens import decode_ids
+
+        return pd.DataFrame({"prediction": decode_ids(outputs.argmax(axis=-1))})
     probabilities = np.column_stack([1 - outputs[:, 0], outputs[:, 0]]) if model.output == "sigmoid" else outputs
     best = probabilities.argmax(axis=1)
     names = np.asarray(model.spec.class_names)

@@ -9,7 +9,9 @@ identifiers to carry into the output, one row per input:
   (``pipeline.data.encoding``); every other column is carried through;
 - a folder of image files (PNG, JPEG, ...; or one file): converted to the model's channels and resized to its
   input size, as the image sources are; the file name is carried through;
-- a ``.npy`` array of the input shape (a 1-channel image array may leave its channel axis out).
+- a ``.npy`` array of the input shape (a 1-channel image array may leave its channel axis out);
+- for a sequence model, a text file of questions, one per line (``12+345``): ids as the training
+  questions were encoded (the data spec's ``encoding``).
 
 Anything else fails before the model runs, naming the file and what was expected.
 """
@@ -34,6 +36,8 @@ def read_inputs(path: str | Path, spec: DatasetSpec) -> tuple[np.ndarray, pd.Dat
     path = Path(path)
     if not path.exists():
         raise DataFormatError(f"input={path}: no such file or folder")
+    if spec.task == "sequence":
+        return read_questions(path, spec)
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         return read_images(path, spec)
     if path.suffix.lower() == ".npy":
@@ -41,6 +45,27 @@ def read_inputs(path: str | Path, spec: DatasetSpec) -> tuple[np.ndarray, pd.Dat
     if path.suffix.lower() in (".csv", ".txt", ".tsv") or (path.is_file() and spec.feature_names):
         return read_table(path, spec)  # a table model reads any file as its training file was read (auto-mpg.data)
     raise DataFormatError(f"input={path}: expected a .csv table, a .npy array, or images (a file or a folder)")
+
+
+def read_questions(path: Path, spec: DatasetSpec) -> tuple[np.ndarray, pd.DataFrame]:
+    """One question per line of a text file (``12+345``), encoded as the training questions were (padded, and
+    reversed when they were); the question is carried into the output."""
+    from pipeline.data.tokens import encode_text
+
+    encoding = spec.encoding or {}
+    if encoding.get("kind") != "text" or not path.is_file():
+        raise DataFormatError(f"input={path}: a sequence model takes a text file of questions, one per line")
+    questions = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not questions:
+        raise DataFormatError(f"{path}: no questions (expected one per line, e.g. 12+345)")
+    for number, question in enumerate(questions, start=1):
+        if len(question) > encoding["length"] or set(question) - set(encoding["vocabulary"]):
+            raise DataFormatError(
+                f"{path}, line {number}: {question!r} is not a question the model reads: at most "
+                f"{encoding['length']} characters of {encoding['vocabulary'].strip()!r}"
+            )
+    ids = encode_text(questions, int(encoding["length"]), reverse=bool(encoding["reverse"]))
+    return ids, pd.DataFrame({"question": questions})
 
 
 def read_table(path: Path, spec: DatasetSpec) -> tuple[np.ndarray, pd.DataFrame]:

@@ -191,6 +191,8 @@ def process_sums(data: SumsData, split: dict[str, Any]) -> Processed:
         "output_length": y.shape[1],
         "reverse_question": reverse,
         "digits": data.digits,
+        # how predict turns new questions into ids (the data spec carries it into checkpoints and logged models)
+        "encoding": {"kind": "text", "vocabulary": VOCABULARY, "length": x.shape[1], "reverse": reverse},
         "normalization": {"mean": [0.0], "std": [1.0]},  # ids are not scaled
     }
     return Processed(arrays, meta)

@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.data.spec import DatasetSpec
 from pipeline.errors import ModelConfigError
 
-SUPERVISED_OUTPUTS = ("softmax", "sigmoid", "identity")
+SUPERVISED_OUTPUTS = ("softmax", "sigmoid", "identity", "sequence")
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class TrainedModel:
 
     predict: Callable[[np.ndarray], np.ndarray]
     spec: DatasetSpec
-    output: str  # softmax, sigmoid (binary: the positive class) or identity (regression)
+    output: str  # softmax, sigmoid (binary: the positive class), identity (regression) or sequence (per character)
     source: str
 
 
@@ -86,10 +86,12 @@ def _from_mlflow(uri: str, tracking_uri: str | None) -> TrainedModel:
         )
     if metadata.get("output") not in SUPERVISED_OUTPUTS:
         raise ModelConfigError(
-            f"model_uri={uri} is a {metadata.get('family')} model: predict takes classifiers and regressors"
+            f"model_uri={uri} is a {metadata.get('family')} model: predict takes classifiers, regressors and "
+            "sequence models"
         )
 
     def predict(x: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(np.require(x, np.float32, ["C", "W"])))  # torch wants writable arrays
+        dtype = np.int64 if x.dtype.kind in "iu" else np.float32  # token ids stay integers
+        return np.asarray(model.predict(np.require(x, dtype, ["C", "W"])))  # torch wants writable arrays
 
     return TrainedModel(predict, DatasetSpec.from_record(metadata["data"]), str(metadata["output"]), uri)

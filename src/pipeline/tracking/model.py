@@ -76,7 +76,8 @@ def servable(module: L.LightningModule, datamodule: Any) -> tuple[nn.Module, np.
         return generator.cpu().eval(), np.zeros((2, width), dtype=np.float32), {**metadata, "output": "images"}
     predictor = Predictor(module.get_submodule("net"), datamodule.spec, output_kind(module)).cpu().eval()
     x, _ = datamodule.splits["test"].tensors if "test" in datamodule.splits else (None, None)
-    example = x[:2].float().numpy() if x is not None else np.zeros((2, *datamodule.spec.input_shape), dtype=np.float32)
+    dtype = np.int64 if datamodule.spec.task == "sequence" else np.float32  # token ids, or features and pixels
+    example = x[:2].numpy().astype(dtype) if x is not None else np.zeros((2, *datamodule.spec.input_shape), dtype)
     return predictor, example, {**metadata, "output": predictor.output}
 
 
