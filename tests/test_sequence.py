@@ -142,3 +142,12 @@ def test_predict_answers_questions_as_text_from_the_checkpoint_and_the_logged_mo
     (tmp_path / "bad.txt").write_text("12*3\n")
     with pytest.raises(DataFormatError, match=r"bad.txt, line 1: '12\*3' is not a question the model reads"):
         run_predict({"store": mlflow_store}, str(checkpoint), tmp_path / "bad.txt", tmp_path / "answers.csv")
+
+
+def test_a_one_cycle_schedule_over_too_few_steps_is_refused_clearly(processed, tmp_path):
+    from pipeline.errors import ModelConfigError
+
+    # 300 training sums in batches of 256: 2 steps an epoch, 4 in all; a 25 % warm-up is a single step
+    cfg = make_cfg(processed, tmp_path, "experiment=addition_rnn", "trainer.max_epochs=2", "callbacks=no_figures")
+    with pytest.raises(ModelConfigError, match=r"one-cycle schedule over this run's 4 optimizer step\(s\)"):
+        train(cfg)

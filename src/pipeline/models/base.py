@@ -152,9 +152,16 @@ class SupervisedModule(L.LightningModule):
         # run's optimizer steps and is stepped after every batch; any other is stepped once per epoch.
         per_step = getattr(self.scheduler_factory, "keywords", {}).get("total_steps", 0) is None
         if per_step:
-            scheduler = self.scheduler_factory(
-                optimizer=optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
-            )
+            total = int(self.trainer.estimated_stepping_batches)
+            warmup = float(getattr(self.scheduler_factory, "keywords", {}).get("pct_start", 0.3)) * total
+            # A warm-up of one step or less is no schedule (and exactly one step makes OneCycleLR divide by
+            # zero); fast_dev_run's single step only checks that everything runs.
+            if warmup <= 1 and not getattr(self.trainer, "fast_dev_run", False):
+                raise ModelConfigError(
+                    f"scheduler: a one-cycle schedule over this run's {total} optimizer step(s) warms up for "
+                    f"{warmup:.2f} of them; it needs more steps (more epochs or smaller batches), or scheduler=none"
+                )
+            scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=total)
         else:
             scheduler = self.scheduler_factory(optimizer=optimizer)
         return {
