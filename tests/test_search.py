@@ -202,7 +202,9 @@ def test_two_workers_and_a_later_run_share_one_study_and_one_parent_run(processe
     runs = client.search_runs([client.get_experiment_by_name("spirals_mlp").experiment_id])
     (parent,) = [run for run in runs if run.data.tags.get("pipeline.sweep") == "parent"]
     children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(int(run.data.tags["optuna.trial"]) for run in children) == list(range(6))
+    seen = [(r.data.tags.get("optuna.trial"), r.data.tags.get("mlflow.parentRunId"), r.info.status) for r in runs]
+    # on failure, every run's (trial, parent, status): this test failed twice in about ten runs, its cause unknown
+    assert sorted(int(run.data.tags["optuna.trial"]) for run in children) == list(range(6)), (parent.info.run_id, seen)
     assert parent.data.tags["optuna.study"] == "demo" and parent.info.status == "FINISHED"
     assert parent.data.metrics["trials/finished"] + parent.data.metrics["trials/pruned"] == 6
     assert parent.data.metrics["trials/running"] == 0  # not a count left over from a worker's earlier summary
