@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from pipeline.data.download import Checksum, fetch_file, file_digest
+from pipeline.data.download import fetch_file, required_checksum, verify_checksum
 from pipeline.data.sources import ImageData, Source
 from pipeline.errors import DataConfigError, DataFormatError
 
@@ -141,12 +141,9 @@ class Cifar10(Source):
     ) -> None:
         if not archive.get("name"):
             raise DataConfigError("source.archive needs a `name` (cifar-10-python.tar.gz)")
-        algorithm = next((a for a in ("sha256", "md5") if archive.get(a)), None)
-        if algorithm is None:
-            raise DataConfigError("source.archive: give the archive's official checksum as `sha256` or `md5`")
         self.folder = folder
         self.name = str(archive["name"])
-        self.checksum = Checksum(algorithm, str(archive[algorithm]).lower())
+        self.checksum = required_checksum(archive, "source.archive")
         self.urls = list(urls)
         self.class_names = [str(c) for c in class_names] if class_names is not None else None
 
@@ -159,9 +156,7 @@ class Cifar10(Source):
         path = raw_dir / self.name
         if not path.is_file():
             raise DataFormatError(f"{path}: raw file missing; run the fetch stage first")
-        actual = file_digest(path, self.checksum.algorithm)
-        if actual != self.checksum.hexdigest:
-            raise DataFormatError(f"{path}: checksum mismatch: expected {self.checksum}, got {actual}")
+        verify_checksum(path, self.checksum)
         batches = read_batches(path)
         class_names = self.class_names or self._meta_class_names(batches, path)
         splits = {}

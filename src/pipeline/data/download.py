@@ -14,12 +14,12 @@ import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.atomic import atomic_path
-from pipeline.errors import DataConfigError, FetchError
+from pipeline.errors import DataConfigError, DataFormatError, FetchError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,28 @@ class Checksum:
 
     def __str__(self) -> str:
         return f"{self.algorithm} {self.hexdigest}"
+
+
+def optional_checksum(sha256: str | None, md5: str | None) -> Checksum | None:
+    """A config's ``sha256`` (preferred) or ``md5``, if it gives one."""
+    if sha256:
+        return Checksum("sha256", sha256.lower())
+    return Checksum("md5", md5.lower()) if md5 else None
+
+
+def required_checksum(spec: Mapping[str, str], where: str) -> Checksum:
+    """The ``sha256`` or ``md5`` a config block must give (``where`` names the block in the error)."""
+    checksum = optional_checksum(spec.get("sha256"), spec.get("md5"))
+    if checksum is None:
+        raise DataConfigError(f"{where}: give the file's official checksum as `sha256` or `md5`")
+    return checksum
+
+
+def verify_checksum(path: Path, checksum: Checksum, shown: str | Path | None = None) -> None:
+    """Refuse ``path`` unless its digest is ``checksum``; the error names ``shown`` (default: ``path``)."""
+    actual = file_digest(path, checksum.algorithm)
+    if actual != checksum.hexdigest:
+        raise DataFormatError(f"{shown or path}: checksum mismatch: expected {checksum}, got {actual}")
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:

@@ -215,7 +215,7 @@ def decode_images(files: Sequence[Path], out: np.ndarray, image_size: tuple[int,
     to ``L`` (channels=1) or ``RGB`` (channels=3) by Pillow, and resized to ``image_size`` (H, W)
     when its size differs. See ``decode_image`` for what each conversion does.
     """
-    height, width = _check_image_size(image_size)
+    height, width = check_image_size(image_size)
     mode = _mode(channels)
     expected = (len(files), channels, height, width)
     if out.shape != expected or out.dtype != np.uint8:
@@ -237,7 +237,7 @@ def decode_image(file: Path, image_size: tuple[int, int], channels: int) -> np.n
     - The resize is Pillow's bilinear filter, which widens its support when downscaling (it
       antialiases, unlike ``torch.nn.functional.interpolate`` without ``antialias=True``).
     """
-    height, width = _check_image_size(image_size)
+    height, width = check_image_size(image_size)
     return _decode(Path(file), _mode(channels), (width, height))
 
 
@@ -276,13 +276,19 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), mode="L")
 
 
-def _mode(channels: int) -> str:
+def check_channels(channels: int) -> int:
+    """``source.channels``: 1 (grey) or 3 (RGB)."""
     if isinstance(channels, bool) or channels not in (1, 3):
         raise DataConfigError(f"source.channels={channels!r}: expected 1 (grey) or 3 (RGB)")
-    return "L" if channels == 1 else "RGB"
+    return int(channels)
 
 
-def _check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
+def _mode(channels: int) -> str:
+    return "L" if check_channels(channels) == 1 else "RGB"
+
+
+def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
+    """``source.image_size``: [height, width], two positive whole numbers."""
     size = tuple(image_size) if isinstance(image_size, Sequence) and not isinstance(image_size, str) else ()
     if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
         raise DataConfigError(f"source.image_size={image_size!r}: expected [height, width], two positive whole numbers")

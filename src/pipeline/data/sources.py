@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.atomic import atomic_dir, atomic_open
-from pipeline.data.download import Checksum, fetch_file, file_digest, is_url
+from pipeline.data.download import fetch_file, is_url, optional_checksum, required_checksum, verify_checksum
 from pipeline.data.idx import read_idx_pair
 from pipeline.data.synthetic import Generated
 from pipeline.data.table import Columns, CsvFormat, Table, read_cells, read_table
@@ -68,13 +68,6 @@ def build_source(config: Any, dataset: str) -> Source:
     return source
 
 
-def _checksum(spec: Mapping[str, str], where: str) -> Checksum:
-    for algorithm in ("sha256", "md5"):
-        if spec.get(algorithm):
-            return Checksum(algorithm, str(spec[algorithm]).lower())
-    raise DataConfigError(f"{where}: give the file's official checksum as `sha256` or `md5`")
-
-
 class IdxImages(Source):
     """The four IDX files of an MNIST-like dataset, from a mirror or the public URLs."""
 
@@ -93,7 +86,7 @@ class IdxImages(Source):
             raise DataConfigError(f"source.files lacks {', '.join(missing)}; it needs all of {', '.join(self.ROLES)}")
         self.folder = folder
         self.files = {role: dict(files[role]) for role in self.ROLES}
-        self.checksums = {role: _checksum(spec, f"source.files.{role}") for role, spec in self.files.items()}
+        self.checksums = {role: required_checksum(spec, f"source.files.{role}") for role, spec in self.files.items()}
         self.class_names = [str(c) for c in class_names]
         self.image_shape = tuple(int(s) for s in image_shape)
         self.urls = list(urls)
@@ -115,9 +108,7 @@ class IdxImages(Source):
         for role, path in paths.items():
             if not path.is_file():
                 raise DataFormatError(f"{path}: raw file missing; run the fetch stage first")
-            actual = file_digest(path, self.checksums[role].algorithm)
-            if actual != self.checksums[role].hexdigest:
-                raise DataFormatError(f"{path}: checksum mismatch: expected {self.checksums[role]}, got {actual}")
+            verify_checksum(path, self.checksums[role])
         train_x, train_y = read_idx_pair(paths["train_images"], paths["train_labels"], self.image_shape)
         test_x, test_y = read_idx_pair(paths["test_images"], paths["test_labels"], self.image_shape)
         for path, labels in ((paths["train_labels"], train_y), (paths["test_labels"], test_y)):
@@ -197,7 +188,7 @@ class CsvTable(TableSource):
         if bool(path) == bool(url):
             raise DataConfigError("a CSV source needs exactly one of `path` (a local file) or `url`")
         self.path, self.url = path, url
-        self.checksum = Checksum("sha256", sha256.lower()) if sha256 else Checksum("md5", md5.lower()) if md5 else None
+        self.checksum = optional_checksum(sha256, md5)
         self.folder = folder
 
     def fetch(self, raw_dir: Path, mirror: str | None = None, timeout: float = 30.0) -> None:
@@ -223,10 +214,11 @@ class CsvTable(TableSource):
         with atomic_open(dest, "wb") as out, open(source, "rb") as src:
             shutil.copyfileobj(src, out)
         if self.checksum is not None:
-            actual = file_digest(dest, self.checksum.algorithm)
-            if actual != self.checksum.hexdigest:
+            try:
+                verify_checksum(dest, self.checksum, shown=source)
+            except DataFormatError:
                 dest.unlink()
-                raise DataFormatError(f"{source}: checksum mismatch: expected {self.checksum}, got {actual}")
+                raise
 
 
 class SklearnTable(TableSource):
@@ -297,14 +289,12 @@ class ImageFolder(Source):
     ) -> None:
         if bool(path) == bool(url):
             raise DataConfigError("an image folder source needs exactly one of `path` (a folder or archive) or `url`")
-        if channels not in (1, 3):
-            raise DataConfigError(f"source.channels={channels!r}: expected 1 (grey) or 3 (RGB)")
-        if len(image_size) != 2 or min(int(s) for s in image_size) < 1:
-            raise DataConfigError(f"source.image_size={list(image_size)}: expected [height, width], two positive ints")
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.channels = int(channels)
+        from pipeline.data.image_folder import check_channels, check_image_size
+
+        self.image_size = check_image_size(list(image_size))  # what the decoder will be given, checked now
+        self.channels = check_channels(channels)
         self.path, self.url, self.folder = path, url, folder
-        self.checksum = Checksum("sha256", sha256.lower()) if sha256 else Checksum("md5", md5.lower()) if md5 else None
+        self.checksum = optional_checksum(sha256, md5)
         self.max_images_per_class = max_images_per_class
         self.max_unpacked_bytes = int(float(max_unpacked_mb) * 2**20)
 
@@ -324,7 +314,8 @@ class ImageFolder(Source):
                 archive_kind(archive)
             except DataFormatError as error:
                 raise DataFormatError(f"{error}; the config's `path` names a folder of images or an archive") from None
-            self._check(archive)
+            if self.checksum is not None:
+                verify_checksum(archive, self.checksum)
             extract_archive(archive, images, self.max_unpacked_bytes)
             return
         assert self.url is not None
@@ -338,13 +329,6 @@ class ImageFolder(Source):
             extract_archive(fetched, images, self.max_unpacked_bytes)
         finally:
             fetched.unlink()  # the extracted images are the stage's output; the archive would double it
-
-    def _check(self, archive: Path) -> None:
-        if self.checksum is None:
-            return
-        actual = file_digest(archive, self.checksum.algorithm)
-        if actual != self.checksum.hexdigest:
-            raise DataFormatError(f"{archive}: checksum mismatch: expected {self.checksum}, got {actual}")
 
     def load(self, raw_dir: Path) -> ImageFolderData:
         from pipeline.data.image_folder import list_image_folder
