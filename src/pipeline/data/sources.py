@@ -23,7 +23,7 @@ from pipeline.atomic import atomic_dir, atomic_open
 from pipeline.data.download import fetch_file, is_url, optional_checksum, required_checksum, verify_checksum
 from pipeline.data.idx import read_idx_pair
 from pipeline.data.synthetic import Generated
-from pipeline.data.table import Columns, CsvFormat, Table, read_cells, read_table
+from pipeline.data.table import Columns, CsvFormat, Table, read_table
 from pipeline.errors import DataConfigError, DataError, DataFormatError, build
 
 if TYPE_CHECKING:
@@ -148,8 +148,7 @@ class TableSource(Source):
         path = raw_dir / TABLE_FILE
         if not path.is_file():
             raise DataFormatError(f"{path}: raw file missing; run the fetch stage first")
-        target = self.target or read_cells(path, self.format)[0].columns[-1]
-        columns = Columns(target, self.features, self.drop, self.categorical, self.max_categories)
+        columns = Columns(self.target, self.features, self.drop, self.categorical, self.max_categories)
         return read_table(path, columns, self.format, self.unknown)
 
 

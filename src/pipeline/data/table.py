@@ -227,7 +227,7 @@ class Table:
 class Columns:
     """Which columns of a file the config declares: the target, the features (or those to drop), the categories."""
 
-    target: str
+    target: str | None  # None: the last column (generated and bundled tables put their target last)
     features: Sequence[str] | None = None
     drop: Sequence[str] = ()
     categorical: Sequence[str] = ()
@@ -240,6 +240,8 @@ def read_table(path: str | Path, columns: Columns, fmt: CsvFormat | None = None,
     if unknown not in UNKNOWN_POLICIES:
         raise DataConfigError(f"source.unknown={unknown!r}: expected error or ignore")
     cells, lines = read_cells(path, fmt)
+    target_name = columns.target or str(cells.columns[-1])
+    columns = replace(columns, target=target_name)
     features = _feature_columns(path, list(cells.columns), columns)
     frame = pd.DataFrame(index=cells.index)
     bad: list[str] = []
@@ -257,8 +259,8 @@ def read_table(path: str | Path, columns: Columns, fmt: CsvFormat | None = None,
             "`source.categorical` (one-hot encoded) or `source.drop` (left out)"
             + (", or set `source.decimal: ','` for decimal commas" if fmt.decimal == "." else "")
         )
-    target = cells[columns.target].tolist()
-    return Table(path, frame, columns.target, target, lines, list(columns.categorical), unknown, fmt)
+    target = cells[target_name].tolist()
+    return Table(path, frame, target_name, target, lines, list(columns.categorical), unknown, fmt)
 
 
 def _feature_columns(path: Path, header: list[str], columns: Columns) -> list[str]:
