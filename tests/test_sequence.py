@@ -15,6 +15,7 @@ from pipeline.data.processed import load_split, read_meta
 from pipeline.data.sequences import AdditionSums, draw_sums
 from pipeline.data.tokens import VOCABULARY, decode_ids, encode_text
 from pipeline.errors import DataConfigError, DataFormatError
+from pipeline.models.checkpoints import load_module
 from pipeline.models.networks import seq2seq
 from pipeline.models.sequence import ExactMatch, SequenceModule
 from pipeline.tracking.loading import load_trained_model
@@ -102,7 +103,8 @@ def test_the_addition_rnn_answers_99_percent_of_test_sums_exactly(tmp_path):
     metrics = _train_and_evaluate(tmp_path, paths, "experiment=addition_rnn")
     x, y = load_split(tmp_path / "processed/addition", "test")
     model = load_trained_model(str(tmp_path / "model.ckpt"))
-    exact = float((model.predict(x).argmax(axis=-1) == y).all(axis=1).mean())
+    questions = np.asarray(decode_ids(x, reverse=True), dtype=object)
+    exact = float(np.mean(model.predict(questions) == np.asarray(decode_ids(y))))
     assert metrics["test/exact_match"] == pytest.approx(exact, abs=1e-6)
     assert exact >= 0.99, json.dumps(metrics)
 
@@ -116,32 +118,77 @@ def test_the_answers_figure_is_drawn_at_test_end(processed, tmp_path):
     assert (tmp_path / "run/figures/answers.png").stat().st_size > 0
 
 
-def test_predict_answers_questions_as_text_from_the_checkpoint_and_the_logged_model(processed, tmp_path, mlflow_store):
+def _answers_of(checkpoint, questions: list[str]) -> list[str]:
+    """The checkpoint's network run directly: questions encoded by hand (reversed, as the preset does)."""
+    module = load_module(checkpoint)[0].eval()
+    with torch.no_grad():
+        ids = module(torch.from_numpy(encode_text(questions, 7, reverse=True))).argmax(dim=-1)
+    return decode_ids(ids.numpy())
+
+
+@pytest.fixture
+def addition_run(processed, tmp_path, mlflow_store):
+    """A 2-epoch addition model logged to an MLflow store and registered as ``adder``: (checkpoint, run id)."""
     from tests.conftest import only_run
-    from tests.test_predict import run_predict
 
     checkpoint = tmp_path / "model.ckpt"
-    overrides = [
-        "experiment=addition_rnn",
-        "scheduler=none",
-        "trainer.max_epochs=2",
-        "logger=mlflow",
-        "callbacks=no_figures",
-    ]
-    train(make_cfg(processed, tmp_path, *overrides, f"model_file={checkpoint}"))
+    overrides = ["experiment=addition_rnn", "scheduler=none", "trainer.max_epochs=2", "logger=mlflow"]
+    overrides += ["logger.mlflow.registered_model_name=adder", "callbacks=no_figures", f"model_file={checkpoint}"]
+    train(make_cfg(processed, tmp_path, *overrides))
+    return checkpoint, only_run(mlflow_store, "addition_rnn").info.run_id
+
+
+def test_predict_answers_questions_as_text_from_the_checkpoint_and_the_logged_model(
+    addition_run, tmp_path, mlflow_store
+):
+    from tests.test_predict import run_predict
+
+    checkpoint, run_id = addition_run
     questions = tmp_path / "questions.txt"
     questions.write_text("12+345\n7+8\n\n999+1\n")
-    module = load_trained_model(str(checkpoint))
-    ids = encode_text(["12+345", "7+8", "999+1"], 7, reverse=True)  # the preset reverses questions
-    expected = decode_ids(module.predict(ids).argmax(axis=-1))
-    run_id = only_run(mlflow_store, "addition_rnn").info.run_id
-    for uri in (str(checkpoint), f"runs:/{run_id}/model"):
+    expected = _answers_of(checkpoint, ["12+345", "7+8", "999+1"])
+    for uri in (str(checkpoint), f"runs:/{run_id}/model", "models:/adder@champion"):
         out = run_predict({"store": mlflow_store}, uri, questions, tmp_path / "answers.csv")
         assert out["question"].tolist() == ["12+345", "7+8", "999+1"]
-        assert out["prediction"].fillna("").tolist() == expected
+        assert out["prediction"].fillna("").astype(str).tolist() == expected
     (tmp_path / "bad.txt").write_text("12*3\n")
     with pytest.raises(DataFormatError, match=r"bad.txt, line 1: '12\*3' is not a question the model reads"):
         run_predict({"store": mlflow_store}, str(checkpoint), tmp_path / "bad.txt", tmp_path / "answers.csv")
+
+
+def test_the_logged_model_takes_and_returns_text(addition_run, mlflow_store, monkeypatch):
+    import mlflow
+
+    checkpoint, run_id = addition_run
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    assert model.predict(["12+345", "7+8"]) == _answers_of(checkpoint, ["12+345", "7+8"])
+    schema = model.metadata.get_input_schema().to_dict()
+    assert schema == [{"type": "string", "required": True}], schema  # a list of strings, from the type hints
+    assert model.metadata.metadata["output"] == "text"
+    with pytest.raises(Exception, match=r"'12\*3': longer than 7 characters or not made of"):
+        model.predict(["12*3"])
+
+
+@pytest.mark.slow
+def test_mlflow_serves_the_adder_over_http(addition_run, mlflow_store, tmp_path):
+    """`mlflow models serve -m models:/adder@champion` answers questions sent as JSON text with text."""
+    import os
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    from tests.servers import free_port, serving
+
+    checkpoint, _ = addition_run
+    port, bin_dir = free_port(), Path(sys.executable).parent
+    command = [str(bin_dir / "mlflow"), "models", "serve", "-m", "models:/adder@champion", "--env-manager", "local"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    with serving([*command, "-h", "127.0.0.1", "-p", str(port)], f"http://127.0.0.1:{port}", tmp_path, env, "/ping") as url:
+        body = json.dumps({"inputs": ["12+345", "7+8"]}).encode()
+        request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answers = json.loads(response.read())["predictions"]
+    assert answers == _answers_of(checkpoint, ["12+345", "7+8"])
 
 
 def test_a_one_cycle_schedule_over_too_few_steps_is_refused_clearly(processed, tmp_path):

@@ -188,6 +188,7 @@ def test_only_the_run_owner_the_sweep_callback_the_registry_and_the_model_loader
         "pipeline/tracking/sweep.py",  # sweeps' parent runs
         "pipeline/tracking/registry.py",  # model versions and aliases
         "pipeline/tracking/loading.py",  # a logged model, loaded back
+        "pipeline/tracking/text_model.py",  # a sequence model's python-function model
     }
 
 

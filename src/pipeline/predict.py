@@ -46,10 +46,8 @@ def prediction_table(model: TrainedModel, outputs: np.ndarray) -> pd.DataFrame:
     classifiers, its ``probability``."""
     if model.output == "identity":
         return pd.DataFrame({"prediction": outputs[:, 0] if outputs.ndim == 2 else outputs})
-    if model.output == "sequence":  # (n, length, vocabulary): the most likely character per position
-        from pipeline.data.tokens import decode_ids
-
-        return pd.DataFrame({"prediction": decode_ids(outputs.argmax(axis=-1))})
+    if model.output == "text":  # a sequence model's answers
+        return pd.DataFrame({"prediction": outputs})
     probabilities = np.column_stack([1 - outputs[:, 0], outputs[:, 0]]) if model.output == "sigmoid" else outputs
     best = probabilities.argmax(axis=1)
     names = np.asarray(model.spec.class_names)

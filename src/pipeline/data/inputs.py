@@ -10,8 +10,9 @@ identifiers to carry into the output, one row per input:
 - a folder of image files (PNG, JPEG, ...; or one file): converted to the model's channels and resized to its
   input size, as the image sources are; the file name is carried through;
 - a ``.npy`` array of the input shape (a 1-channel image array may leave its channel axis out);
-- for a sequence model, a text file of questions, one per line (``12+345``): ids as the training
-  questions were encoded (the data spec's ``encoding``).
+- for a sequence model, a text file of questions, one per line (``12+345``), checked against the
+  characters and length its training questions had (the data spec's ``encoding``); the model
+  encodes them itself.
 
 Anything else fails before the model runs, naming the file and what was expected.
 """
@@ -48,10 +49,8 @@ def read_inputs(path: str | Path, spec: DatasetSpec) -> tuple[np.ndarray, pd.Dat
 
 
 def read_questions(path: Path, spec: DatasetSpec) -> tuple[np.ndarray, pd.DataFrame]:
-    """One question per line of a text file (``12+345``), encoded as the training questions were (padded, and
-    reversed when they were); the question is carried into the output."""
-    from pipeline.data.tokens import encode_text
-
+    """One question per line of a text file (``12+345``), as text the model reads; the question is carried into
+    the output."""
     encoding = spec.encoding or {}
     if encoding.get("kind") != "text" or not path.is_file():
         raise DataFormatError(f"input={path}: a sequence model takes a text file of questions, one per line")
@@ -64,8 +63,7 @@ def read_questions(path: Path, spec: DatasetSpec) -> tuple[np.ndarray, pd.DataFr
                 f"{path}, line {number}: {question!r} is not a question the model reads: at most "
                 f"{encoding['length']} characters of {encoding['vocabulary'].strip()!r}"
             )
-    ids = encode_text(questions, int(encoding["length"]), reverse=bool(encoding["reverse"]))
-    return ids, pd.DataFrame({"question": questions})
+    return np.asarray(questions, dtype=object), pd.DataFrame({"question": questions})
 
 
 def read_table(path: Path, spec: DatasetSpec) -> tuple[np.ndarray, pd.DataFrame]:

@@ -6,8 +6,8 @@
   it was trained on;
 - a checkpoint path (``.ckpt``): the module it rebuilds, behind the same ``Predictor``.
 
-Both take raw inputs (pixel values 0-255, table features) and apply the training data's
-``ModelInput`` themselves, so no caller re-derives normalisation.
+Both take raw inputs (pixel values 0-255, table features; a sequence model's questions as text) and
+apply the training data's ``ModelInput`` themselves, so no caller re-derives normalisation.
 """
 
 from __future__ import annotations
@@ -23,16 +23,17 @@ import numpy as np
 from pipeline.data.spec import DatasetSpec
 from pipeline.errors import ModelConfigError
 
-SUPERVISED_OUTPUTS = ("softmax", "sigmoid", "identity", "sequence")
+SUPERVISED_OUTPUTS = ("softmax", "sigmoid", "identity", "text")
 
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """``predict``: raw inputs ``(n, *spec.input_shape)`` float32 → probabilities or values ``(n, k)``."""
+    """``predict``: raw inputs ``(n, *spec.input_shape)`` float32 → probabilities or values ``(n, k)``; for a
+    sequence model, questions ``(n,)`` as text → answers ``(n,)`` as text."""
 
     predict: Callable[[np.ndarray], np.ndarray]
     spec: DatasetSpec
-    output: str  # softmax, sigmoid (binary: the positive class), identity (regression) or sequence (per character)
+    output: str  # softmax, sigmoid (binary: the positive class), identity (regression) or text (sequence models)
     source: str
 
 
@@ -47,7 +48,7 @@ def _from_checkpoint(path: Path) -> TrainedModel:
     import torch
 
     from pipeline.models.checkpoints import load_module
-    from pipeline.tracking.model import Predictor, output_kind
+    from pipeline.tracking.model import Predictor, QuestionAnswerer, output_kind
 
     if not path.is_file():
         raise ModelConfigError(f"model_uri={path}: no such checkpoint (or give an MLflow URI: models:/<name>@<alias>)")
@@ -58,6 +59,9 @@ def _from_checkpoint(path: Path) -> TrainedModel:
         )
     spec = DatasetSpec.from_record(record["data"])
     predictor = Predictor(module.get_submodule("net"), spec, output_kind(module)).eval()
+    if module.family == "sequence":
+        answerer = QuestionAnswerer(predictor, spec.encoding or {})
+        return TrainedModel(lambda questions: np.asarray(answerer(questions.tolist())), spec, "text", str(path))
 
     def predict(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -91,7 +95,8 @@ def _from_mlflow(uri: str, tracking_uri: str | None) -> TrainedModel:
         )
 
     def predict(x: np.ndarray) -> np.ndarray:
-        dtype = np.int64 if x.dtype.kind in "iu" else np.float32  # token ids stay integers
-        return np.asarray(model.predict(np.require(x, dtype, ["C", "W"])))  # torch wants writable arrays
+        if x.dtype.kind in "OU":  # questions for a text model
+            return np.asarray(model.predict(x.tolist()))
+        return np.asarray(model.predict(np.require(x, np.float32, ["C", "W"])))  # torch wants writable arrays
 
     return TrainedModel(predict, DatasetSpec.from_record(metadata["data"]), str(metadata["output"]), uri)

@@ -130,7 +130,10 @@ class RunOutcome:
                 run.log_artifact(best_checkpoint, "checkpoints")
             if tracker.pytorch_model:
                 module, example, metadata = servable(model, self.datamodule)
-                model_uri = run.log_model(module, example, tracker.model_format, metadata)
+                if metadata["output"] == "text":  # a sequence model: text in, text out
+                    model_uri = run.log_text_model(module, example, metadata)
+                else:
+                    model_uri = run.log_model(module, example, tracker.model_format, metadata)
                 name = registered_name(tracker.registered_model_name, tracker.experiment_name, self.register_model)
                 if name and not self.sweep_job:
                     register_run_model(run.tracking_uri, run.run_id, name, self.metric, self.mode, model_uri)

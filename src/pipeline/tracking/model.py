@@ -8,14 +8,18 @@ the same transform training used) and the output's meaning:
   return class probabilities ``(n, classes)`` (one column, the positive class, when binary);
 - regressors take raw features and return predictions ``(n, 1)``;
 - GANs take noise ``(n, latent_dim)`` (plus a last column with the class, or InfoGAN code,
-  when the generator is conditioned on one) and return images in [0, 1].
+  when the generator is conditioned on one) and return images in [0, 1];
+- sequence models take questions as text (``["12+345"]``) and return answers as text: logged
+  as a python-function model (``pipeline.tracking.text_model``), not in the PyTorch flavour.
 
-``mlflow.pyfunc.load_model(uri).predict(array)`` and ``mlflow.pytorch.load_model(uri)`` both
-work; the classes below must be importable where the model loads (``pip install`` this project).
+``mlflow.pyfunc.load_model(uri).predict(array)`` works for all, ``mlflow.pytorch.load_model(uri)``
+for the PyTorch flavour; the classes below must be importable where the model loads
+(``pip install`` this project).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -50,6 +54,22 @@ class Predictor(nn.Module):
         return out.sigmoid() if self.output == "sigmoid" else out * self.target_std + self.target_mean
 
 
+class QuestionAnswerer:
+    """A sequence model as text: questions encoded as its training questions were (padded, reversed when they
+    were), the most likely character at each answer position, decoded without the padding."""
+
+    def __init__(self, predictor: Predictor, encoding: Mapping[str, Any]) -> None:
+        self.predictor = predictor
+        self.length, self.reverse = int(encoding["length"]), bool(encoding["reverse"])
+
+    def __call__(self, questions: Sequence[str]) -> list[str]:
+        from pipeline.data.tokens import decode_ids, encode_text
+
+        ids = torch.from_numpy(encode_text(list(questions), self.length, reverse=self.reverse))
+        with torch.no_grad():
+            return decode_ids(self.predictor(ids).argmax(dim=-1).numpy())
+
+
 class SampleGenerator(nn.Module):
     """A GAN's sampling generator: noise (and a class or code column) in, images in [0, 1] out."""
 
@@ -64,9 +84,10 @@ class SampleGenerator(nn.Module):
         return (self.generator(z[:, : self.latent_dim], labels) + 1) / 2
 
 
-def servable(module: L.LightningModule, datamodule: Any) -> tuple[nn.Module, np.ndarray, dict[str, Any]]:
-    """The module to log, an input example (two rows: torch.export keeps a batch of one fixed) for its
-    signature, and the metadata ``pipeline.predict`` reads back: the family, the output and the data spec."""
+def servable(module: L.LightningModule, datamodule: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """The model to log, an input example (two rows: torch.export keeps a batch of one fixed) for its
+    signature, and the metadata ``pipeline.predict`` reads back: the family, the output and the data spec.
+    A sequence model is a ``QuestionAnswerer`` with two test questions as text."""
     metadata: dict[str, Any] = {"family": module.family, "data": datamodule.spec.record()}
     if module.family == "gan":
         sampler, latent_dim = module.sampler, module.hparams["latent_dim"]
@@ -76,9 +97,13 @@ def servable(module: L.LightningModule, datamodule: Any) -> tuple[nn.Module, np.
         return generator.cpu().eval(), np.zeros((2, width), dtype=np.float32), {**metadata, "output": "images"}
     predictor = Predictor(module.get_submodule("net"), datamodule.spec, output_kind(module)).cpu().eval()
     x, _ = datamodule.splits["test"].tensors if "test" in datamodule.splits else (None, None)
-    dtype = np.int64 if datamodule.spec.task == "sequence" else np.float32  # token ids, or features and pixels
-    example = x[:2].numpy().astype(dtype) if x is not None else np.zeros((2, *datamodule.spec.input_shape), dtype)
-    return predictor, example, {**metadata, "output": predictor.output}
+    if module.family == "sequence":
+        from pipeline.data.tokens import decode_ids
+
+        questions = decode_ids(x[:2].numpy(), reverse=bool(datamodule.spec.encoding["reverse"]))
+        return QuestionAnswerer(predictor, datamodule.spec.encoding), questions, {**metadata, "output": "text"}
+    example = x[:2].numpy().astype(np.float32) if x is not None else np.zeros((2, *datamodule.spec.input_shape))
+    return predictor, example.astype(np.float32), {**metadata, "output": predictor.output}
 
 
 def output_kind(module: L.LightningModule) -> str:

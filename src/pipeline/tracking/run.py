@@ -274,12 +274,7 @@ class TrackedRun:
         self, model: Any, example: Any, serialization_format: str, metadata: dict[str, Any] | None = None
     ) -> str:
         """``model`` as the run's MLflow model ``model`` (PyTorch flavour), with signature, input example and
-        ``metadata`` (in its MLmodel file); returns its URI (``models:/<model id>``).
-
-        MLflow's model logging has no client form: it reads the process's tracking URI (so it runs with
-        that URI set for the call only, ``_scoped_tracking_uri``) and would file the model under the
-        process's active experiment (so the model entity is created here, in the run's experiment)."""
-        import mlflow
+        ``metadata`` (in its MLmodel file); returns its URI (``models:/<model id>``)."""
         import mlflow.pytorch
         import torch
         from mlflow.models import infer_signature
@@ -288,6 +283,36 @@ class TrackedRun:
             raise ValueError(f"model format {serialization_format!r}: expected one of {', '.join(MODEL_FORMATS)}")
         with torch.no_grad():
             prediction = model(torch.from_numpy(example)).numpy()
+        return self._log_flavour(
+            mlflow.pytorch.log_model,
+            pytorch_model=model,
+            input_example=example,
+            signature=infer_signature(example, prediction),
+            serialization_format=serialization_format,
+            metadata=metadata,
+        )
+
+    def log_text_model(self, answerer: Any, example: list[str], metadata: dict[str, Any] | None = None) -> str:
+        """A sequence model (``pipeline.tracking.model.QuestionAnswerer``) as a python-function model that takes
+        and returns text (``pipeline.tracking.text_model``); returns its URI."""
+        import mlflow.pyfunc
+        from mlflow.models import Model
+
+        from pipeline.tracking.text_model import TextModel
+
+        # Model.log, what mlflow.pyfunc.log_model calls: only it takes the run to log into
+        log_pyfunc = functools.partial(Model.log, artifact_path=None, flavor=mlflow.pyfunc)
+        return self._log_flavour(log_pyfunc, python_model=TextModel(answerer), input_example=example, metadata=metadata)
+
+    def _log_flavour(self, log_model: Any, **options: Any) -> str:
+        """``log_model`` of an MLflow flavour, as this run's model ``model``.
+
+        MLflow's model logging has no client form: it reads the process's tracking URI (so it runs with
+        that URI set for the call only, ``_scoped_tracking_uri``) and would file the model under the
+        process's active experiment (so the model entity is created here, in the run's experiment)."""
+        import mlflow
+        import torch
+
         # Requirements stated, not inferred: inference imports the model in a subprocess (seconds).
         requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
         entity = self.client.create_logged_model(
@@ -297,16 +322,12 @@ class TrackedRun:
             params=self.client.get_run(self.run_id).data.params,
         )
         with _scoped_tracking_uri(self.tracking_uri):
-            info = mlflow.pytorch.log_model(
-                model,
+            info = log_model(
                 name="model",
                 run_id=self.run_id,
                 model_id=entity.model_id,
-                input_example=example,
-                signature=infer_signature(example, prediction),
                 pip_requirements=requirements,
-                serialization_format=serialization_format,
-                metadata=metadata,
+                **options,
             )
         return str(info.model_uri)
 
