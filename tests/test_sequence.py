@@ -183,7 +183,8 @@ def test_mlflow_serves_the_adder_over_http(addition_run, mlflow_store, tmp_path)
     port, bin_dir = free_port(), Path(sys.executable).parent
     command = [str(bin_dir / "mlflow"), "models", "serve", "-m", "models:/adder@champion", "--env-manager", "local"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    with serving([*command, "-h", "127.0.0.1", "-p", str(port)], f"http://127.0.0.1:{port}", tmp_path, env, "/ping") as url:
+    address = ["-h", "127.0.0.1", "-p", str(port)]
+    with serving([*command, *address], f"http://127.0.0.1:{port}", tmp_path, env, "/ping") as url:
         body = json.dumps({"inputs": ["12+345", "7+8"]}).encode()
         request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as response:
