@@ -100,8 +100,10 @@ def servable(module: L.LightningModule, datamodule: Any) -> tuple[Any, Any, dict
     if module.family == "sequence":
         from pipeline.data.tokens import decode_ids
 
-        questions = decode_ids(x[:2].numpy(), reverse=bool(datamodule.spec.encoding["reverse"]))
-        return QuestionAnswerer(predictor, datamodule.spec.encoding), questions, {**metadata, "output": "text"}
+        encoding = datamodule.spec.encoding or {}
+        assert x is not None, "the sequence datasets have a test split"
+        questions = decode_ids(x[:2].numpy(), reverse=bool(encoding["reverse"]))
+        return QuestionAnswerer(predictor, encoding), questions, {**metadata, "output": "text"}
     example = x[:2].numpy().astype(np.float32) if x is not None else np.zeros((2, *datamodule.spec.input_shape))
     return predictor, example.astype(np.float32), {**metadata, "output": predictor.output}
 

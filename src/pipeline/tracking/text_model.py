@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
 
 from pipeline.tracking.model import QuestionAnswerer
 
 
-class TextModel(mlflow.pyfunc.PythonModel):
+class TextModel(PythonModel):
     """Questions in, answers out, by the wrapped ``QuestionAnswerer`` (a question the model cannot read, such
     as ``12*3``, is refused with the characters it takes)."""
 
     def __init__(self, answerer: QuestionAnswerer) -> None:
         self.answerer = answerer
 
-    def predict(self, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:
+    # MLflow 3 takes predict without its context argument, and reads the signature from these type hints
+    def predict(self, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:  # type: ignore[override]
         return self.answerer(model_input)
