@@ -35,8 +35,10 @@ DATASETS = {
     "image_folder_datasets": ["own_images", "zipped_images"],
     "sequence_datasets": [],
     "experiments": {"iris_mlp": {"data": "iris", "needs": "conf/experiment/iris_mlp.yaml"}},
+    "agent_experiments": {"cartpole_tiny": {"env": "cartpole"}},
 }
 EXPERIMENT_STAGES = {"compose@iris_mlp", "train@iris_mlp", "evaluate@iris_mlp"}
+AGENT_STAGES = {"compose_agent@cartpole_tiny", "train_agent@cartpole_tiny"}  # no dataset: the real CartPole
 
 
 def _sh(repo: Path, *cmd: str) -> str:
@@ -132,6 +134,11 @@ def repo(tmp_path_factory) -> Path:
         "# @package _global_\ndefaults:\n  - override /data: iris\n  - override /model: mlp_classifier\n"
         "task_name: iris_mlp\ntrainer:\n  max_epochs: 2\n"
     )
+    (repo / "conf/experiment/cartpole_tiny.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - cartpole_dqn\n  - _self_\ntask_name: cartpole_tiny\n"
+        "data:\n  datamodule:\n    steps_per_epoch: 100\n    warm_up_steps: 100\n    val_episodes: 2\n"
+        "    test_episodes: 3\ntrainer:\n  max_epochs: 1\n"
+    )
     _write_image_datasets(repo, mirror)
     rng = np.random.default_rng(0)
     rows = "\n".join(f"{a:.3f},{b:.3f},{2 * a - b:.3f}" for a, b in rng.normal(size=(60, 2)))
@@ -165,7 +172,7 @@ def test_repro_runs_every_stage_then_nothing(repo):
         for name in names
         for kind in ("fetch", "preprocess")
     }
-    assert _ran(first) == stages | EXPERIMENT_STAGES
+    assert _ran(first) == stages | EXPERIMENT_STAGES | AGENT_STAGES
     for name in ("tiny_digits", "line", "iris", "own", "own_images", "zipped_images"):
         assert (repo / "datasets/processed" / name / "meta.json").is_file()
     assert np.load(repo / "datasets/processed/tiny_digits/test_x.npy").shape == (50, 1, 8, 8)
@@ -179,10 +186,13 @@ def test_repro_runs_every_stage_then_nothing(repo):
     metrics = json.loads(_sh(repo, "dvc", "metrics", "show", "--json"))
     shown = metrics[""]["data"]["experiments/iris_mlp/metrics.json"]["data"]
     assert 0 <= shown["test/acc"] <= 1 and "test/loss" in shown
+    agent = metrics[""]["data"]["experiments/cartpole_tiny/metrics.json"]["data"]
+    assert agent["test/mean_reward"] >= 8  # 3 greedy CartPole episodes: at least 8 steps each
 
     second = _sh(repo, "dvc", "repro")
     assert _ran(second) == set()
-    assert second.count("didn't change, skipping") == len(stages) + len(EXPERIMENT_STAGES) + 1  # + data.dvc
+    skipped = len(stages) + len(EXPERIMENT_STAGES) + len(AGENT_STAGES) + 1  # + data.dvc
+    assert second.count("didn't change, skipping") == skipped
     assert "Data and pipelines are up to date." in _sh(repo, "dvc", "status")
 
 
@@ -199,16 +209,17 @@ def test_dag_links_fetch_to_preprocess_per_dataset_and_data_dvc_to_own_csv(repo)
 def test_changing_one_dataset_reruns_only_its_stages(repo):
     _sh(repo, "dvc", "repro")
     _edit_yaml(repo / "conf/data/line.yaml", lambda d: d.setdefault("preprocess", {}).update(seed=7))
-    # compose re-runs on any edit under conf/, but its output (iris_mlp's composed config) is unchanged,
-    # so the experiment is not trained again
-    assert _ran(_sh(repo, "dvc", "repro")) == {"preprocess_generated@line", "compose@iris_mlp"}
+    # compose re-runs on any edit under conf/, but its output (each experiment's composed config) is
+    # unchanged, so no experiment is trained again
+    composes = {"compose@iris_mlp", "compose_agent@cartpole_tiny"}
+    assert _ran(_sh(repo, "dvc", "repro")) == {"preprocess_generated@line", *composes}
 
     preset = repo / "conf/experiment/iris_mlp.yaml"  # edited as text: its `# @package` line must stay
     preset.write_text(preset.read_text().replace("max_epochs: 2", "max_epochs: 3"))
-    assert _ran(_sh(repo, "dvc", "repro")) == EXPERIMENT_STAGES
+    assert _ran(_sh(repo, "dvc", "repro")) == EXPERIMENT_STAGES | {"compose_agent@cartpole_tiny"}
 
     _edit_yaml(repo / "conf/data/line.yaml", lambda d: d["source"]["generator"].update(n_samples=120))
-    assert _ran(_sh(repo, "dvc", "repro")) == {"fetch_generated@line", "preprocess_generated@line", "compose@iris_mlp"}
+    assert _ran(_sh(repo, "dvc", "repro")) == {"fetch_generated@line", "preprocess_generated@line", *composes}
     assert sum(len(np.load(repo / f"datasets/processed/line/{s}_y.npy")) for s in ("train", "val", "test")) == 120
 
     with open(repo / "data/own.csv", "a") as fh:
@@ -224,6 +235,11 @@ def test_changing_one_dataset_reruns_only_its_stages(repo):
     ran = _ran(_sh(repo, "dvc", "repro"))
     assert {"fetch_image_folders@own_images", "preprocess_image_folders@own_images"} <= ran
     assert "preprocess_image_folders@zipped_images" not in ran
+
+    # the environment's id and version are the agent's params: another version trains the agent again
+    _edit_yaml(repo / "conf/data/cartpole.yaml", lambda d: d["datamodule"].update(env="CartPole-v0"))
+    assert _ran(_sh(repo, "dvc", "repro")) == {*composes, "train_agent@cartpole_tiny"}
+    assert "CartPole-v0" in (repo / "experiments/cartpole_tiny/config.yaml").read_text()
 
 
 def _experiment(shown: list[dict], name: str) -> dict:

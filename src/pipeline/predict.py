@@ -4,6 +4,7 @@ python -m pipeline.predict model_uri=models:/spirals@champion input=new_points.c
 python -m pipeline.predict model_uri=runs:/<run id>/model input=digits/ output=digits.csv
 python -m pipeline.predict model_uri=experiments/mnist_cnn/model.ckpt input=batch.npy output=out.csv
 python -m pipeline.predict model_uri=experiments/addition_rnn/model.ckpt input=questions.txt output=answers.csv
+python -m pipeline.predict model_uri=models:/cartpole_dqn@champion input=observations.csv output=actions.csv
 """
 
 from __future__ import annotations
@@ -43,11 +44,14 @@ def predict(cfg: DictConfig) -> Path:
 
 def prediction_table(model: TrainedModel, outputs: np.ndarray) -> pd.DataFrame:
     """``prediction`` (a class name, the regressor's value, or a sequence model's answer as text) and, for
-    classifiers, its ``probability``."""
+    classifiers, its ``probability``; an agent's ``action`` and ``value_<action>`` per action."""
     if model.output == "identity":
         return pd.DataFrame({"prediction": outputs[:, 0] if outputs.ndim == 2 else outputs})
     if model.output == "text":  # a sequence model's answers
         return pd.DataFrame({"prediction": outputs})
+    if model.output == "action_values":  # an agent's greedy action, and every action's value
+        values = {f"value_{name}": outputs[:, i] for i, name in enumerate(model.spec.class_names)}
+        return pd.DataFrame({"action": np.asarray(model.spec.class_names)[outputs.argmax(axis=1)], **values})
     probabilities = np.column_stack([1 - outputs[:, 0], outputs[:, 0]]) if model.output == "sigmoid" else outputs
     best = probabilities.argmax(axis=1)
     names = np.asarray(model.spec.class_names)

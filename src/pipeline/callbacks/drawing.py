@@ -234,3 +234,22 @@ def answered_questions(questions: Sequence[str], true: Sequence[str], predicted:
         ax.text(0.45, y, guess, family="monospace", ha="left", va="center", color="green" if right else "red")
         ax.text(0.7, y, "✓" if right else f"✗ ({answer})", ha="left", va="center", color="green" if right else "red")
     return figure
+
+
+def reward_curve(rewards: Sequence[float], window: int, solved: float | None) -> Figure:
+    """Each training episode's return, its moving average over ``window`` episodes, and the environment's
+    "solved" line: how far the agent is from solving it, and how steadily it learns."""
+    figure = Figure(figsize=(7.0, 4.0), layout="constrained")
+    ax = figure.add_subplot()
+    episodes = np.arange(1, len(rewards) + 1)
+    values = np.asarray(rewards, dtype=float)
+    ax.plot(episodes, values, color="tab:blue", alpha=0.35, linewidth=0.8, label="episode reward")
+    average = np.convolve(values, np.ones(window), "full")[: len(values)] / np.minimum(episodes, window)
+    ax.plot(episodes, average, color="tab:blue", linewidth=2, label=f"moving average ({window} episodes)")
+    if solved is not None:
+        ax.axhline(solved, color="tab:green", linestyle="--", label=f"solved ({solved:g})")
+    ax.set_xlabel("training episode")
+    ax.set_ylabel("reward")
+    ax.set_title("training episodes")
+    ax.legend(loc="upper left")
+    return figure

@@ -288,6 +288,28 @@ class AnsweredQuestions(FigureCallback):
         self.publish_figure(trainer, "answers.png", lambda: drawing.answered_questions(questions, true, guesses))
 
 
+class RewardCurve(FigureCallback):
+    """``rewards.png`` at fit end: an agent's training episodes, their moving average, and the environment's
+    solved line (``solved``, default its own ``reward_threshold``: 475 for CartPole-v1)."""
+
+    def __init__(self, window: int = 100, solved: float | None = None, dirpath: str | None = None) -> None:
+        super().__init__(dirpath)
+        if window < 1:
+            raise ValueError(f"RewardCurve.window must be at least 1, got {window}")
+        self.window, self.solved = window, solved
+
+    @guarded
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        rewards = getattr(pl_module, "episode_rewards", None)
+        if getattr(pl_module, "family", None) != "dqn" or not rewards:
+            return
+        env = getattr(getattr(trainer, "datamodule", None), "env", None)
+        solved = self.solved
+        if solved is None:  # the environment's own threshold, when it has one
+            solved = getattr(getattr(env, "spec", None), "reward_threshold", None)
+        self.publish_figure(trainer, "rewards.png", lambda: drawing.reward_curve(rewards, self.window, solved))
+
+
 class GANProgress(FigureCallback):
     """The fixed-noise sample grid of a GAN over training (anything with ``sample_grid()``).
 

@@ -113,13 +113,16 @@ class DatasetSpec:
         return len(self.class_names)
 
     def model_size(self) -> dict[str, Any]:
-        """What a model's constructor takes from the data: ``input_shape``, ``num_classes`` when classifying, and
-        ``target_scale`` when the regression target is standardised (``preprocess.scale_target``)."""
+        """What a model's constructor takes from the data: ``input_shape``, ``num_classes`` when classifying,
+        ``num_actions`` for an agent, and ``target_scale`` when the regression target is standardised
+        (``preprocess.scale_target``)."""
         size: dict[str, Any] = {"input_shape": list(self.input_shape)}
         if self.task in ("classification", "sequence"):
             size["num_classes"] = self.num_classes
         if self.task == "sequence":
             size["output_length"] = self.output_length
+        if self.task == "control":  # an agent: one value per action
+            size["num_actions"] = self.num_classes
         if self.target_scale != (0.0, 1.0):
             size["target_scale"] = list(self.target_scale)
         return size

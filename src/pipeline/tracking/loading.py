@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.data.spec import DatasetSpec
 from pipeline.errors import ModelConfigError
 
-SUPERVISED_OUTPUTS = ("softmax", "sigmoid", "identity", "text")
+PREDICTING_OUTPUTS = ("softmax", "sigmoid", "identity", "action_values", "text")
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,9 @@ class TrainedModel:
 
     predict: Callable[[np.ndarray], np.ndarray]
     spec: DatasetSpec
-    output: str  # softmax, sigmoid (binary: the positive class), identity (regression) or text (sequence models)
+    # softmax, sigmoid (binary: the positive class), identity (regression), action_values (an agent's, per
+    # action) or text (sequence models)
+    output: str
     source: str
 
 
@@ -55,7 +57,8 @@ def _from_checkpoint(path: Path) -> TrainedModel:
     module, record = load_module(path)
     if module.family == "gan":
         raise ModelConfigError(
-            f"{path} is a GAN checkpoint: a GAN generates images, predict takes classifiers and regressors"
+            f"{path} is a GAN checkpoint: a GAN generates images, predict takes classifiers, regressors, agents "
+            "and sequence models"
         )
     spec = DatasetSpec.from_record(record["data"])
     predictor = Predictor(module.get_submodule("net"), spec, output_kind(module)).eval()
@@ -88,10 +91,10 @@ def _from_mlflow(uri: str, tracking_uri: str | None) -> TrainedModel:
             f"model_uri={uri}: logged without the pipeline's metadata (before predict existed); "
             "give its checkpoint instead (the run's checkpoints/ artifact)"
         )
-    if metadata.get("output") not in SUPERVISED_OUTPUTS:
+    if metadata.get("output") not in PREDICTING_OUTPUTS:
         raise ModelConfigError(
-            f"model_uri={uri} is a {metadata.get('family')} model: predict takes classifiers, regressors and "
-            "sequence models"
+            f"model_uri={uri} is a {metadata.get('family')} model: predict takes classifiers, regressors, agents "
+            "and sequence models"
         )
 
     def predict(x: np.ndarray) -> np.ndarray:

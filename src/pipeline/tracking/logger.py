@@ -156,7 +156,8 @@ def track_run(
                 if tracker.system_metrics_interval:
                     run.monitor_system(float(tracker.system_metrics_interval))
                 run.log_config(composed_config(cfg))
-                run.log_datasets(dataset_inputs(datamodule.meta, datamodule.processed_dir, cfg.paths.root_dir))
+                if datamodule.processed_dir is not None:  # None: an environment, no files
+                    run.log_datasets(dataset_inputs(datamodule.meta, datamodule.processed_dir, cfg.paths.root_dir))
                 run.save_reference(trainer.default_root_dir, tracker.experiment_name)
         yield RunOutcome(trackers, datamodule, cfg)
     except BaseException as exc:

@@ -9,6 +9,8 @@ the same transform training used) and the output's meaning:
 - regressors take raw features and return predictions ``(n, 1)``;
 - GANs take noise ``(n, latent_dim)`` (plus a last column with the class, or InfoGAN code,
   when the generator is conditioned on one) and return images in [0, 1];
+- agents (DQN) take observations ``(n, *observation_shape)`` and return one value per action
+  ``(n, actions)``: the greedy action is the largest;
 - sequence models take questions as text (``["12+345"]``) and return answers as text: logged
   as a python-function model (``pipeline.tracking.text_model``), not in the PyTorch flavour.
 
@@ -42,7 +44,7 @@ class Predictor(nn.Module):
         super().__init__()
         self.model_input = ModelInput(spec)
         self.net = net
-        self.output = output  # "softmax", "sigmoid", "identity" or "sequence"
+        self.output = output  # "softmax", "sigmoid", "identity", "action_values" or "sequence"
         self.target_mean, self.target_std = spec.target_scale  # a regressor's standardised target, back to its units
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,6 +53,8 @@ class Predictor(nn.Module):
             return out.softmax(dim=1)
         if self.output == "sequence":  # (n, length, vocabulary): a distribution per answer character
             return out.softmax(dim=-1)
+        if self.output == "action_values":
+            return out
         return out.sigmoid() if self.output == "sigmoid" else out * self.target_std + self.target_mean
 
 
@@ -96,6 +100,10 @@ def servable(module: L.LightningModule, datamodule: Any) -> tuple[Any, Any, dict
         width = latent_dim + int(sampler.conditional)
         return generator.cpu().eval(), np.zeros((2, width), dtype=np.float32), {**metadata, "output": "images"}
     predictor = Predictor(module.get_submodule("net"), datamodule.spec, output_kind(module)).cpu().eval()
+    if module.family == "dqn":  # two observations of the environment's first test episodes
+        env = datamodule.eval_env
+        example = np.stack([env.reset(seed=seed)[0] for seed in datamodule.test_seeds[:2]]).astype(np.float32)
+        return predictor, example, {**metadata, "output": predictor.output}
     x, _ = datamodule.splits["test"].tensors if "test" in datamodule.splits else (None, None)
     if module.family == "sequence":
         from pipeline.data.tokens import decode_ids
@@ -109,9 +117,12 @@ def servable(module: L.LightningModule, datamodule: Any) -> tuple[Any, Any, dict
 
 
 def output_kind(module: L.LightningModule) -> str:
-    """What a supervised module's logged model returns: softmax (classes), sigmoid (binary) or identity."""
+    """What a supervised module's logged model returns: softmax (classes), sigmoid (binary), identity
+    (regression), action values (an agent) or sequence (per answer character)."""
     if module.family == "regression":
         return "identity"
+    if module.family == "dqn":
+        return "action_values"
     if module.family == "sequence":
         return "sequence"
     return "sigmoid" if module.binary else "softmax"
