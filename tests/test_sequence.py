@@ -199,3 +199,36 @@ def test_a_one_cycle_schedule_over_too_few_steps_is_refused_clearly(processed, t
     cfg = make_cfg(processed, tmp_path, "experiment=addition_rnn", "trainer.max_epochs=2", "callbacks=no_figures")
     with pytest.raises(ModelConfigError, match=r"one-cycle schedule over this run's 4 optimizer step\(s\)"):
         train(cfg)
+
+
+def test_the_feedback_decoder_reads_its_own_guesses_or_with_teacher_forcing_the_truth():
+    torch.manual_seed(0)
+    net = seq2seq([7], 12, output_length=4, width=16, decoder="feedback")
+    x = torch.from_numpy(encode_text(["1+2", "30+4", "999+1"], 7, reverse=True))
+    y = torch.from_numpy(encode_text(["3", "34", "1000"], 4))
+    with torch.no_grad():
+        _, state = net.encoder(nn.functional.one_hot(x, 12).float())
+        # teacher forcing: the decoder reads nothing, then the true characters, in one pass
+        truth = torch.cat([torch.zeros(3, 1, 12), nn.functional.one_hot(y[:, :-1], 12).float()], dim=1)
+        forced = net.head(net.decoder(truth, state)[0])
+        torch.testing.assert_close(net(x, targets=y, teacher_forcing=1.0), forced)
+        # without: each step reads the character the step before chose
+        previous, steps, own = torch.zeros(3, 1, 12), [], state
+        for _ in range(4):
+            out, own = net.decoder(previous, own)
+            steps.append(net.head(out))
+            previous = nn.functional.one_hot(steps[-1].argmax(-1), 12).float()
+        torch.testing.assert_close(net(x), torch.cat(steps, dim=1))
+        torch.testing.assert_close(net(x, targets=y, teacher_forcing=0.0), net(x))
+
+
+def test_teacher_forcing_needs_the_feedback_decoder(processed, tmp_path):
+    from pipeline.errors import ModelConfigError
+
+    with pytest.raises(ModelConfigError, match=r"model.teacher_forcing=0.5 feeds .* set model.net.decoder=feedback"):
+        SequenceModule(12, 4, seq2seq, teacher_forcing=0.5, input_shape=[7], optimizer=None)
+    with pytest.raises(ModelConfigError, match=r"model.teacher_forcing=1.5: expected a probability in \[0, 1\]"):
+        SequenceModule(12, 4, seq2seq, teacher_forcing=1.5, input_shape=[7], optimizer=None)
+    overrides = ["model.net.decoder=feedback", "model.teacher_forcing=0.5", "scheduler=none", "trainer.max_epochs=2"]
+    metrics = train(make_cfg(processed, tmp_path, "experiment=addition_rnn", *overrides, "callbacks=no_figures"))
+    assert 0 <= metrics["test/exact_match"] <= 1 and np.isfinite(metrics["train/loss"])

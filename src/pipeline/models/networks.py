@@ -189,25 +189,53 @@ def keras_cnn(
 
 
 class Seq2Seq(nn.Module):
-    """Keras' addition_rnn model: one-hot characters → encoder RNN → its last state repeated once per answer
-    character → decoder RNN → per-step logits over the vocabulary, ``(n, output_length, vocabulary)``."""
+    """An encoder-decoder over one-hot characters: the encoder RNN reads the question; the decoder writes per-step
+    logits over the vocabulary, ``(n, output_length, vocabulary)``.
 
-    def __init__(self, vocabulary: int, output_length: int, hidden: int, layers: int, cell: str) -> None:
+    ``decoder="repeat"`` is Keras' addition_rnn: the encoder's last output, repeated once per answer
+    step, is the decoder's every input. ``decoder="feedback"`` (Sutskever et al. 2014) starts the
+    decoder from the encoder's final state and feeds it, at each step, the character written at
+    the step before (its own best guess); given ``targets`` and ``teacher_forcing`` > 0 (training),
+    each step is fed the true previous character instead with that probability.
+    """
+
+    def __init__(
+        self, vocabulary: int, output_length: int, hidden: int, layers: int, cell: str, decoder: str = "repeat"
+    ) -> None:
         super().__init__()
         if cell not in RNN_CELLS:
             raise ValueError(f"cell {cell!r} is not one of {', '.join(RNN_CELLS)}")
-        self.vocabulary, self.output_length = vocabulary, output_length
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder {decoder!r} is not one of {', '.join(DECODERS)}")
+        self.vocabulary, self.output_length, self.feedback = vocabulary, output_length, decoder == "feedback"
         self.encoder = RNN_CELLS[cell](vocabulary, hidden, num_layers=layers, batch_first=True)
-        self.decoder = RNN_CELLS[cell](hidden, hidden, num_layers=layers, batch_first=True)
+        step_input = vocabulary if self.feedback else hidden  # feedback: the previous character (zeros at first)
+        self.decoder = RNN_CELLS[cell](step_input, hidden, num_layers=layers, batch_first=True)
         self.head = nn.Linear(hidden, vocabulary)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        outputs, _ = self.encoder(nn.functional.one_hot(ids.long(), self.vocabulary).float())
-        summary = outputs[:, -1:, :].expand(-1, self.output_length, -1)  # the question, once per answer step
-        decoded, _ = self.decoder(summary)
-        return self.head(decoded)
+    def forward(
+        self, ids: torch.Tensor, targets: torch.Tensor | None = None, teacher_forcing: float = 0.0
+    ) -> torch.Tensor:
+        outputs, state = self.encoder(nn.functional.one_hot(ids.long(), self.vocabulary).float())
+        if not self.feedback:
+            summary = outputs[:, -1:, :].expand(-1, self.output_length, -1)  # the question, once per answer step
+            decoded, _ = self.decoder(summary)
+            return self.head(decoded)
+        previous = outputs.new_zeros(ids.shape[0], 1, self.vocabulary)
+        steps = []
+        for t in range(self.output_length):
+            decoded, state = self.decoder(previous, state)
+            logits = self.head(decoded)
+            steps.append(logits)
+            if targets is not None and teacher_forcing > 0 and float(torch.rand(())) < teacher_forcing:
+                chosen = targets[:, t : t + 1]  # the true previous character
+            else:
+                chosen = logits.argmax(dim=-1)
+            previous = nn.functional.one_hot(chosen, self.vocabulary).float()
+        return torch.cat(steps, dim=1)
 
 
+DECODERS = ("repeat", "feedback")
 RNN_CELLS: dict[str, type[nn.LSTM] | type[nn.GRU]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 
@@ -218,7 +246,8 @@ def seq2seq(
     width: int = 128,
     layers: int = 1,
     cell: str = "lstm",
+    decoder: str = "repeat",
 ) -> Seq2Seq:
     """The addition lesson's encoder-decoder over ``num_outputs`` characters, ``width`` units per RNN layer
     (``input_shape`` is the question's length, which the encoder reads whatever it is)."""
-    return Seq2Seq(num_outputs, output_length, width, layers, cell)
+    return Seq2Seq(num_outputs, output_length, width, layers, cell, decoder)

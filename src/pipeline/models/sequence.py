@@ -1,6 +1,9 @@
 """Sequence to sequence: the addition lesson's encoder-decoder RNN, one softmax over the vocabulary per answer
 character.
 
+``teacher_forcing`` (with ``model.net.decoder=feedback``): the probability that a training step's
+decoder is fed the true previous answer character instead of its own guess.
+
 Metrics: ``<stage>/char_acc`` (the share of answer characters right, padding included, as the
 Keras example counts it) and ``<stage>/exact_match`` (the share of answers entirely right: what
 a student asks of an adder).
@@ -16,6 +19,7 @@ from torch import nn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from pipeline.errors import ModelConfigError
 from pipeline.models.base import SupervisedModule
 
 
@@ -46,13 +50,23 @@ class SequenceModule(SupervisedModule):
     family = "sequence"
     input_dtype = torch.long
 
-    def __init__(self, num_classes: int, output_length: int, net: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, num_classes: int, output_length: int, net: Any, teacher_forcing: float = 0.0, **kwargs: Any
+    ) -> None:
+        if not 0 <= teacher_forcing <= 1:
+            raise ModelConfigError(f"model.teacher_forcing={teacher_forcing}: expected a probability in [0, 1]")
         super().__init__(
             net=functools.partial(net, output_length=output_length),
             num_outputs=num_classes,
             output_shape=(output_length, num_classes),
             **kwargs,
         )
+        if teacher_forcing and not getattr(self.net, "feedback", False):
+            raise ModelConfigError(
+                f"model.teacher_forcing={teacher_forcing} feeds the decoder the true previous answer character; "
+                "this decoder reads none: set model.net.decoder=feedback"
+            )
+        self.teacher_forcing = float(teacher_forcing)
         self.loss_fn = nn.CrossEntropyLoss()
         metrics = MetricCollection(
             {"char_acc": MulticlassAccuracy(num_classes, average="micro"), "exact_match": ExactMatch()}
@@ -63,7 +77,11 @@ class SequenceModule(SupervisedModule):
 
     def model_step(self, batch: Any, stage: str) -> torch.Tensor:
         x, y = batch
-        logits = self(x).transpose(1, 2)  # (n, classes, length): the layout cross-entropy and the metrics take
+        if stage == "train" and self.teacher_forcing:  # training only: evaluation feeds back its own guesses
+            logits = self.net(x, targets=y, teacher_forcing=self.teacher_forcing)
+        else:
+            logits = self(x)
+        logits = logits.transpose(1, 2)  # (n, classes, length): the layout cross-entropy and the metrics take
         loss = self.loss_fn(logits, y)
         getattr(self, f"{stage}_metrics").update(logits.detach(), y)
         return loss
