@@ -35,7 +35,9 @@ def _agent(**overrides) -> DQNModule:
 def test_the_buffer_keeps_the_latest_transitions_and_samples_them_as_pushed():
     buffer = ReplayBuffer(capacity=3, observation_size=2)
     for i in range(5):  # 0 and 1 are overwritten
-        buffer.push(np.array([i, -i]), action=i % 2, reward=float(i), terminated=i == 4, following=np.array([i + 1, 0]))
+        buffer.push(
+            np.array([i, -i]), action=i % 2, reward=float(i), terminated=i == 4, next_observation=np.array([i + 1, 0])
+        )
     assert len(buffer) == 3
     observations, actions, rewards, terminated, following = buffer.sample(200, np.random.default_rng(0))
     assert set(rewards.tolist()) == {2.0, 3.0, 4.0}
@@ -47,13 +49,13 @@ def test_the_buffer_keeps_the_latest_transitions_and_samples_them_as_pushed():
 
 def test_experience_stores_terminations_but_not_time_limits_and_returns_each_episode():
     env = make_environment("CartPole-v1", max_episode_steps=20)
-    experience = Experience(env, ReplayBuffer(1000, 4), seed=0)
+    experience = Experience(env, ReplayBuffer(1000, 4), seed=0, explore_seed=1)
     returns = [r for r in (experience.step(lambda _: 1, epsilon=0.0) for _ in range(300)) if r is not None]
     # always pushing right topples the pole in about ten steps: every episode ends terminated, 1 point a step
     terminated = experience.buffer.terminated[:300]
     assert len(returns) == int(terminated.sum()) and all(r < 20 for r in returns)
     assert sum(returns) + experience.episode_return == 300
-    experience = Experience(make_environment("CartPole-v1", max_episode_steps=5), ReplayBuffer(100, 4), seed=0)
+    experience = Experience(make_environment("CartPole-v1", max_episode_steps=5), ReplayBuffer(100, 4), 0, 1)
     returns = [r for r in (experience.step(lambda o: int(o[2] > 0), 0.0) for _ in range(50)) if r is not None]
     assert returns == [5.0] * 10 and experience.buffer.terminated[:50].sum() == 0  # cut by the limit only
 
@@ -87,6 +89,16 @@ def test_bad_agent_settings_are_refused_naming_the_key():
         _agent(epsilon_start=0.1, epsilon_end=0.5)
     with pytest.raises(DataConfigError, match=r"warm_up_steps=10: .* at least one batch \(batch_size=64\)"):
         EnvironmentDataModule(env="CartPole-v1", warm_up_steps=10)
+    for key in ("buffer_size", "val_episodes", "test_episodes", "max_episode_steps"):
+        with pytest.raises(DataConfigError, match=rf"data.datamodule.{key}=0: expected at least 1"):
+            EnvironmentDataModule(env="CartPole-v1", **{key: 0})
+    with pytest.raises(DataConfigError, match=r"observation_names has 4 names; Acrobot-v1 observes 6 numbers"):
+        EnvironmentDataModule(env="Acrobot-v1", observation_names=["a", "b", "c", "d"])
+    with pytest.raises(ModelConfigError, match=r"model.net.decoder='lstm': expected one of repeat, feedback"):
+        from pipeline.models.networks import seq2seq
+        from pipeline.models.sequence import SequenceModule
+
+        SequenceModule(12, 4, lambda **kw: seq2seq(**kw, decoder="lstm"), input_shape=[7], optimizer=None)
 
 
 @pytest.mark.parametrize("double", [True, False])
@@ -124,6 +136,27 @@ def test_epsilon_decays_linearly_and_the_target_follows_every_sync(monkeypatch):
     agent._sync_target()
     for name, value in agent.target_net.state_dict().items():
         torch.testing.assert_close(value, 0.5 * before[name] + 0.5 * (online[name] + 1.0))
+
+
+def test_the_target_network_is_synced_after_every_kth_update(tmp_path, monkeypatch):
+    synced: list[tuple[int, bool]] = []
+
+    def record(self: DQNModule) -> None:
+        same = all(torch.equal(a, b) for a, b in zip(self.net.parameters(), self.target_net.parameters(), strict=True))
+        synced.append((self.global_step, same))
+        original(self)
+
+    original = DQNModule._sync_target
+    monkeypatch.setattr(DQNModule, "_sync_target", record)
+    overrides = [*SHORT[:2], "trainer.max_epochs=1", "model.target_sync_steps=70", "callbacks=no_figures"]
+    train(make_cfg(tmp_path, tmp_path, "experiment=cartpole_dqn", *overrides))
+    assert synced == [(70, False), (140, False)]  # after the 70th and 140th optimizer steps of 200, not before
+
+
+def test_accumulated_gradients_are_refused(tmp_path):
+    cfg = make_cfg(tmp_path, tmp_path, "experiment=cartpole_dqn", *SHORT, "+trainer.accumulate_grad_batches=2")
+    with pytest.raises(ModelConfigError, match=r"trainer.accumulate_grad_batches=2 and 1 processes are not supported"):
+        train(cfg)
 
 
 def test_a_diverging_agent_stops_at_the_step_it_diverged(tmp_path):
@@ -211,6 +244,16 @@ def test_predict_reads_observations_and_writes_the_greedy_action(short_run, tmp_
         np.testing.assert_allclose(out[["value_0", "value_1"]].to_numpy(), values, rtol=1e-5)
 
 
+def test_evaluate_refuses_data_of_another_task(short_run):
+    from pipeline.data.spec import DatasetSpec
+    from pipeline.evaluate import build_datamodule
+
+    cfg = make_cfg(short_run["root"], short_run["root"], "experiment=cartpole_dqn")
+    table = DatasetSpec("four_columns", "classification", (4,), ("a", "b"), (0.0,) * 4, (1.0,) * 4)
+    with pytest.raises(ModelConfigError, match=r"model is for classification .* data=cartpole is a control dataset"):
+        build_datamodule(cfg, {}, table)
+
+
 def test_evaluate_replays_the_same_test_episodes(short_run, tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -227,10 +270,14 @@ def test_evaluate_replays_the_same_test_episodes(short_run, tmp_path):
 
 
 def test_a_resumed_run_keeps_its_episode_history(short_run, tmp_path):
-    last = next(short_run["root"].glob("run/checkpoints/last.ckpt"))
+    """``resume=true`` finds the newest ``last.ckpt`` of the task (its data name is the config's, cartpole)."""
+    import shutil
+
+    last = tmp_path / "cartpole_dqn/runs/earlier/checkpoints/last.ckpt"
+    last.parent.mkdir(parents=True)
+    shutil.copyfile(short_run["root"] / "run/checkpoints/last.ckpt", last)
     before = torch.load(last, weights_only=True)["episode_rewards"]
-    cfg = make_cfg(tmp_path, tmp_path, "experiment=cartpole_dqn", *SHORT[:2], "trainer.max_epochs=3")
-    cfg.ckpt_path = str(last)
+    cfg = make_cfg(tmp_path, tmp_path, "experiment=cartpole_dqn", *SHORT[:2], "trainer.max_epochs=3", "resume=true")
     metrics = train(cfg)
     resumed = torch.load(next(tmp_path.glob("run/checkpoints/last.ckpt")), weights_only=True)["episode_rewards"]
     assert resumed[: len(before)] == before and len(resumed) > len(before)

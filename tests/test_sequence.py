@@ -229,6 +229,19 @@ def test_teacher_forcing_needs_the_feedback_decoder(processed, tmp_path):
         SequenceModule(12, 4, seq2seq, teacher_forcing=0.5, input_shape=[7], optimizer=None)
     with pytest.raises(ModelConfigError, match=r"model.teacher_forcing=1.5: expected a probability in \[0, 1\]"):
         SequenceModule(12, 4, seq2seq, teacher_forcing=1.5, input_shape=[7], optimizer=None)
-    overrides = ["model.net.decoder=feedback", "model.teacher_forcing=0.5", "scheduler=none", "trainer.max_epochs=2"]
-    metrics = train(make_cfg(processed, tmp_path, "experiment=addition_rnn", *overrides, "callbacks=no_figures"))
-    assert 0 <= metrics["test/exact_match"] <= 1 and np.isfinite(metrics["train/loss"])
+    from pipeline.models.networks import Seq2Seq
+
+    calls: list[tuple[bool, float]] = []
+    forward = Seq2Seq.forward
+
+    def spy(self, ids, targets=None, teacher_forcing=0.0):
+        calls.append((targets is not None, teacher_forcing))
+        return forward(self, ids, targets, teacher_forcing)
+
+    overrides = ["model.net.decoder=feedback", "model.teacher_forcing=0.5", "scheduler=none", "trainer.max_epochs=1"]
+    cfg = make_cfg(processed, tmp_path, "experiment=addition_rnn", *overrides, "callbacks=no_figures")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Seq2Seq, "forward", spy)
+        train(cfg)
+    # 300 training sums in batches of 256: 2 forced steps; every check, validation and test call feeds back
+    assert calls.count((True, 0.5)) == 2 and {c for c in calls if c != (True, 0.5)} == {(False, 0.0)}

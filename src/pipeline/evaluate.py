@@ -68,7 +68,12 @@ def build_datamodule(cfg: DictConfig, record: dict[str, Any], trained_on: Datase
             f"the checkpoint's model takes inputs of shape {list(trained_on.input_shape)} (data={trained_on.name}) "
             f"but data={spec.name} has inputs of shape {list(spec.input_shape)}"
         )
-    if trained_on.task == "classification" and spec.num_classes != trained_on.num_classes:
+    if spec.task != trained_on.task:
+        raise ModelConfigError(
+            f"the checkpoint's model is for {trained_on.task} (data={trained_on.name}) but data={spec.name} is a "
+            f"{spec.task} dataset"
+        )
+    if trained_on.task in ("classification", "control") and spec.num_classes != trained_on.num_classes:
         raise ModelConfigError(
             f"the checkpoint's model predicts {trained_on.num_classes} classes (data={trained_on.name}) but "
             f"data={spec.name} has {spec.num_classes}"

@@ -23,12 +23,16 @@ from pipeline.data.environment import environment_spec, make_environment
 from pipeline.data.replay import Experience, ReplayBuffer
 from pipeline.errors import DataConfigError
 
-TEST_SEED_OFFSET = 1_000_000  # test episodes' seeds: far from the training and validation seeds
+# The greedy episodes' seeds, the same for every run: apart from each other and from training's (`seed`)
+VAL_SEED_OFFSET = 500_000
+TEST_SEED_OFFSET = 1_000_000
+# Lightning warns that a sized IterableDataset may mislead worker processes: the batches are drawn in this one
+warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 
 class ReplayBatches(IterableDataset):
-    """``steps`` random batches of the buffer per epoch, drawn as the loop asks for them (the buffer grows
-    between draws)."""
+    """``steps`` random batches of the buffer per epoch, drawn as the loop asks for them (one batch ahead of the
+    step that uses it: Lightning prefetches one), so each reflects the buffer as it grows."""
 
     def __init__(self, buffer: ReplayBuffer, batch_size: int, steps: int, seed: int) -> None:
         self.buffer, self.batch_size, self.steps = buffer, batch_size, steps
@@ -59,14 +63,16 @@ class EnvironmentDataModule(L.LightningDataModule):
     """A gymnasium environment (``env``, e.g. ``CartPole-v1``: the id carries the environment's version), its
     replay buffer, and the seeds of the greedy evaluation episodes.
 
-    ``seed`` seeds the training environment, its random actions and the batches; validation episodes
-    start from seeds ``seed + 1 ... seed + val_episodes``, test episodes from ``1_000_000 + 0 ...
-    test_episodes - 1`` (the same 100 for every run and every seed).
+    ``seed`` seeds the training environment, its random actions and the batches. Validation episodes
+    start from seeds ``500_000 ... 500_000 + val_episodes - 1`` and test episodes from ``1_000_000 ...``:
+    the same episodes for every run and every seed, so runs of a sweep are compared on equal terms.
+    ``name`` is the data config's (``cartpole``), as for every dataset.
     """
 
     def __init__(
         self,
         env: str,
+        name: str | None = None,
         seed: int = 0,
         max_episode_steps: int | None = None,
         batch_size: int = 64,
@@ -78,9 +84,11 @@ class EnvironmentDataModule(L.LightningDataModule):
         observation_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        for key, value in (("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch)):
-            if value < 1:
-                raise DataConfigError(f"data.datamodule.{key}={value}: expected at least 1")
+        counts = {"batch_size": batch_size, "buffer_size": buffer_size, "steps_per_epoch": steps_per_epoch}
+        counts |= {"val_episodes": val_episodes, "test_episodes": test_episodes}
+        if max_episode_steps is not None:  # null: the environment's own limit
+            counts["max_episode_steps"] = max_episode_steps
+        _check_settings(counts)
         if warm_up_steps < batch_size:
             raise DataConfigError(
                 f"data.datamodule.warm_up_steps={warm_up_steps}: learning starts from a buffer of random steps, at "
@@ -89,13 +97,21 @@ class EnvironmentDataModule(L.LightningDataModule):
         self.env_id, self.seed, self.batch_size = env, seed, batch_size
         self.env = make_environment(env, max_episode_steps)  # an unknown id or unsuitable spaces fail here
         self.eval_env = make_environment(env, max_episode_steps)  # greedy episodes, apart from training's
-        self.spec = environment_spec(self.env, env, observation_names)
-        self.meta: dict[str, Any] = {"name": env, "kind": "environment", "versions": {"gymnasium": _gymnasium()}}
+        self.spec = environment_spec(self.env, name or env, observation_names)
+        self.meta: dict[str, Any] = {
+            "name": self.spec.name,
+            "kind": "environment",
+            "env": env,
+            "versions": {"gymnasium": _gymnasium()},
+        }
         self.processed_dir = None  # no files: nothing for MLflow's dataset inputs
+        # independent streams for the exploration and the batches, both from `seed`
+        explore_seed, batch_seed = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(2))
         self.buffer = ReplayBuffer(buffer_size, self.spec.input_shape[0])
-        self.experience = Experience(self.env, self.buffer, seed)
+        self.experience = Experience(self.env, self.buffer, seed, explore_seed)
+        self.batch_seed = batch_seed
         self.warm_up_steps, self.steps_per_epoch = warm_up_steps, steps_per_epoch
-        self.val_seeds = [seed + 1 + i for i in range(val_episodes)]
+        self.val_seeds = [VAL_SEED_OFFSET + i for i in range(val_episodes)]
         self.test_seeds = [TEST_SEED_OFFSET + i for i in range(test_episodes)]
 
     def setup(self, stage: str | None = None) -> None:
@@ -103,9 +119,7 @@ class EnvironmentDataModule(L.LightningDataModule):
             self.experience.warm_up(self.warm_up_steps - len(self.buffer))
 
     def train_dataloader(self) -> DataLoader:
-        # Lightning warns that a sized IterableDataset may mislead worker processes; batches are drawn in this one
-        warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
-        batches = ReplayBatches(self.buffer, self.batch_size, self.steps_per_epoch, self.seed)
+        batches = ReplayBatches(self.buffer, self.batch_size, self.steps_per_epoch, self.batch_seed)
         return DataLoader(batches, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
@@ -113,6 +127,17 @@ class EnvironmentDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(EpisodeSeeds(self.test_seeds), batch_size=None)
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit":
+            self.env.close()
+
+
+def _check_settings(counts: dict[str, int]) -> None:
+    """Each setting a count of at least one, or a user error naming it."""
+    for key, value in counts.items():
+        if value < 1:
+            raise DataConfigError(f"data.datamodule.{key}={value}: expected at least 1")
 
 
 def _gymnasium() -> str:

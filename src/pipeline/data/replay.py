@@ -33,11 +33,11 @@ class ReplayBuffer:
         return self.size
 
     def push(
-        self, observation: np.ndarray, action: int, reward: float, terminated: bool, following: np.ndarray
+        self, observation: np.ndarray, action: int, reward: float, terminated: bool, next_observation: np.ndarray
     ) -> None:
         i = self.next
         self.observations[i], self.actions[i], self.rewards[i] = observation, action, reward
-        self.terminated[i], self.next_observations[i] = float(terminated), following
+        self.terminated[i], self.next_observations[i] = float(terminated), next_observation
         self.next, self.size = (i + 1) % self.capacity, min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
@@ -53,10 +53,11 @@ class Experience:
 
     env: Any
     buffer: ReplayBuffer
-    seed: int
+    seed: int  # the environment's first episode and its random actions
+    explore_seed: int  # the coin flips between exploring and exploiting
 
     def __post_init__(self) -> None:
-        self.rng = np.random.default_rng(self.seed)
+        self.rng = np.random.default_rng(self.explore_seed)
         self.env.action_space.seed(self.seed)
         self.observation, _ = self.env.reset(seed=self.seed)
         self.episode_return = 0.0
@@ -66,11 +67,11 @@ class Experience:
         episode's return when this step ended it, else None."""
         explore = self.rng.random() < epsilon
         action = int(self.env.action_space.sample()) if explore else greedy(self.observation)
-        following, reward, terminated, truncated, _ = self.env.step(action)
-        self.buffer.push(self.observation, action, float(reward), terminated, following)
+        next_observation, reward, terminated, truncated, _ = self.env.step(action)
+        self.buffer.push(self.observation, action, float(reward), terminated, next_observation)
         self.episode_return += float(reward)
         if not (terminated or truncated):
-            self.observation = following
+            self.observation = next_observation
             return None
         finished, self.episode_return = self.episode_return, 0.0
         self.observation, _ = self.env.reset()

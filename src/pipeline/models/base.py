@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torchmetrics import MetricCollection
 
-from pipeline.errors import ModelConfigError
+from pipeline.errors import ModelConfigError, PipelineError
 from pipeline.models.metrics import WeightedMean, log_step_values
 
 STAGES = ("train", "val", "test")
@@ -67,6 +67,8 @@ class SupervisedModule(L.LightningModule):
             self.net = net(input_shape=input_shape, num_outputs=num_outputs)
             with torch.no_grad():
                 out = self.net(self.example_input_array)
+        except PipelineError:  # a builder's own message names its key
+            raise
         except (RuntimeError, ValueError) as exc:
             raise ModelConfigError(
                 f"the network cannot take the dataset's inputs of shape {list(input_shape)}: {exc}"

@@ -63,7 +63,6 @@ class DQNModule(SupervisedModule):
         self.target_net = copy.deepcopy(self.net).requires_grad_(False)
         self.loss_fn = LOSSES[loss]()
         self.episode_rewards: list[float] = []  # every finished training episode's return, in order
-        self._epoch_start_episode = 0
         self._eval_rewards: list[float] = []
 
     # --- acting -----------------------------------------------------------------------------------------
@@ -106,9 +105,21 @@ class DQNModule(SupervisedModule):
                 f"DQN loss is {value} at step {self.global_step} (epoch {self.current_epoch}); lower optimizer.lr, "
                 "set trainer.gradient_clip_val, or keep model.loss=huber"
             )
-        if (self.global_step + 1) % self.hparams["target_sync_steps"] == 0:
-            self._sync_target()
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """After the optimizer step: the target network follows every ``target_sync_steps`` updates."""
+        if self.global_step % self.hparams["target_sync_steps"] == 0:
+            self._sync_target()
+
+    def on_fit_start(self) -> None:
+        """One environment step per optimizer step, in one process: what the schedules and syncs count on."""
+        if self.trainer.accumulate_grad_batches > 1 or self.trainer.world_size > 1:
+            raise ModelConfigError(
+                f"a DQN plays one environment step per update in one process: trainer.accumulate_grad_batches="
+                f"{self.trainer.accumulate_grad_batches} and {self.trainer.world_size} processes are not supported "
+                "(set trainer.accumulate_grad_batches=1 trainer.devices=1)"
+            )
 
     def _sync_target(self) -> None:
         """target ← tau·online + (1 − tau)·target (tau = 1: a copy)."""
@@ -144,7 +155,7 @@ class DQNModule(SupervisedModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._play_greedy(batch)
 
-    def _play_greedy(self, seed: Any) -> None:
+    def _play_greedy(self, seed: int | torch.Tensor) -> None:
         env = self.trainer.datamodule.eval_env  # type: ignore[attr-defined]
         self._eval_rewards.append(play_episode(env, self.greedy, int(seed))[0])
 
@@ -166,7 +177,9 @@ class DQNModule(SupervisedModule):
         checkpoint["episode_rewards"] = list(self.episode_rewards)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.episode_rewards = [float(r) for r in checkpoint.get("episode_rewards", [])]
+        """A resumed fit continues the history; testing the best checkpoint keeps the whole run's."""
+        if self._trainer is None or self.trainer.state.fn == "fit":
+            self.episode_rewards = [float(r) for r in checkpoint.get("episode_rewards", [])]
 
 
 def _check_agent(gamma: float, loss: str, sync: int, tau: float, eps_start: float, eps_end: float, decay: int) -> None:

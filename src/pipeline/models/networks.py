@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pipeline.errors import ModelConfigError
+
 
 class Antirectifier(nn.Module):
     """Keras' antirectifier example layer: centre the features, L2-normalise them, then output ReLU(x) and
@@ -196,7 +198,8 @@ class Seq2Seq(nn.Module):
     step, is the decoder's every input. ``decoder="feedback"`` (Sutskever et al. 2014) starts the
     decoder from the encoder's final state and feeds it, at each step, the character written at
     the step before (its own best guess); given ``targets`` and ``teacher_forcing`` > 0 (training),
-    each step is fed the true previous character instead with that probability.
+    each answer position is fed the true previous character instead with that probability (one draw per
+    position and batch).
     """
 
     def __init__(
@@ -206,7 +209,7 @@ class Seq2Seq(nn.Module):
         if cell not in RNN_CELLS:
             raise ValueError(f"cell {cell!r} is not one of {', '.join(RNN_CELLS)}")
         if decoder not in DECODERS:
-            raise ValueError(f"decoder {decoder!r} is not one of {', '.join(DECODERS)}")
+            raise ModelConfigError(f"model.net.decoder={decoder!r}: expected one of {', '.join(DECODERS)}")
         self.vocabulary, self.output_length, self.feedback = vocabulary, output_length, decoder == "feedback"
         self.encoder = RNN_CELLS[cell](vocabulary, hidden, num_layers=layers, batch_first=True)
         step_input = vocabulary if self.feedback else hidden  # feedback: the previous character (zeros at first)

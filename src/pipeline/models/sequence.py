@@ -1,8 +1,10 @@
 """Sequence to sequence: the addition lesson's encoder-decoder RNN, one softmax over the vocabulary per answer
 character.
 
-``teacher_forcing`` (with ``model.net.decoder=feedback``): the probability that a training step's
-decoder is fed the true previous answer character instead of its own guess.
+``teacher_forcing`` (with ``model.net.decoder=feedback``): the probability that, in a training batch,
+an answer position's decoder step is fed the true previous character instead of its own guess
+(one draw per position and batch). The ``train/`` metrics are then of partly forced answers, so
+they read higher than ``val/``'s, which always feed back the model's own guesses.
 
 Metrics: ``<stage>/char_acc`` (the share of answer characters right, padding included, as the
 Keras example counts it) and ``<stage>/exact_match`` (the share of answers entirely right: what

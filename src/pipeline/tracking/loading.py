@@ -91,6 +91,11 @@ def _from_mlflow(uri: str, tracking_uri: str | None) -> TrainedModel:
             f"model_uri={uri}: logged without the pipeline's metadata (before predict existed); "
             "give its checkpoint instead (the run's checkpoints/ artifact)"
         )
+    if metadata.get("output") == "sequence":  # token ids in, per-character probabilities out
+        raise ModelConfigError(
+            f"model_uri={uri}: a sequence model logged before they took text; give its checkpoint instead "
+            "(the run's checkpoints/ artifact), or train it again"
+        )
     if metadata.get("output") not in PREDICTING_OUTPUTS:
         raise ModelConfigError(
             f"model_uri={uri} is a {metadata.get('family')} model: predict takes classifiers, regressors, agents "

@@ -69,6 +69,8 @@ def source_tags(cfg: DictConfig, meta: Mapping[str, Any], experiment: str | None
     tags["pipeline.experiment"] = experiment or "none"
     tags["pipeline.task_name"] = str(cfg.get("task_name", ""))
     tags["data.name"] = str(meta.get("name", ""))
+    if "env" in meta:  # reinforcement learning: the environment's id and version (CartPole-v1)
+        tags["data.env"] = str(meta["env"])
     for package, version in sorted(meta.get("versions", {}).items()):  # an environment's package
         tags[f"data.version.{package}"] = str(version)
     for filename, record in sorted(meta.get("sources", {}).items()):
