@@ -289,3 +289,14 @@ def test_the_preset_solves_cartpole(tmp_path):
     """``python -m pipeline.train experiment=cartpole_dqn``: a mean of at least 475 over the 100 test episodes."""
     metrics = train(make_cfg(tmp_path, tmp_path, "experiment=cartpole_dqn", "callbacks=no_figures"))
     assert metrics["test/mean_reward"] >= 475, json.dumps(metrics)
+
+
+def test_the_reward_curve_draws_episodes_their_moving_average_and_the_solved_line():
+    from pipeline.callbacks.drawing import reward_curve
+
+    figure = reward_curve([10.0, 20.0, 30.0, 60.0], window=2, solved=475.0)
+    episodes, average, solved = figure.axes[0].get_lines()
+    assert list(episodes.get_ydata()) == [10, 20, 30, 60]
+    assert list(average.get_ydata()) == [10, 15, 25, 45]  # the first episode averages itself alone
+    assert list(solved.get_ydata()) == [475, 475] and solved.get_label() == "solved (475)"
+    assert make_environment("CartPole-v1").spec.reward_threshold == 475  # the callback's default line
