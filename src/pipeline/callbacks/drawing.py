@@ -251,5 +251,7 @@ def reward_curve(rewards: Sequence[float], window: int, solved: float | None) ->
     ax.set_xlabel("training episode")
     ax.set_ylabel("reward")
     ax.set_title("training episodes")
+    top = max(float(values.max(initial=0.0)), solved or 0.0)
+    ax.set_ylim(min(0.0, float(values.min(initial=0.0))), top * 1.35 if top > 0 else 1.0)  # the legend above it all
     ax.legend(loc="upper left")
     return figure

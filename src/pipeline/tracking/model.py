@@ -15,8 +15,8 @@ the same transform training used) and the output's meaning:
   as a python-function model (``pipeline.tracking.text_model``), not in the PyTorch flavour.
 
 ``mlflow.pyfunc.load_model(uri).predict(array)`` works for all (a list of questions for a sequence
-model), ``mlflow.pytorch.load_model(uri)`` for the PyTorch flavour; the classes below must be importable where the model loads
-(``pip install`` this project).
+model), ``mlflow.pytorch.load_model(uri)`` for the PyTorch flavour; the classes below must be
+importable where the model loads (``pip install`` this project).
 """
 
 from __future__ import annotations
