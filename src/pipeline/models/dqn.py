@@ -83,14 +83,14 @@ class DQNModule(SupervisedModule):
 
     def model_step(self, batch: Any, stage: str) -> torch.Tensor:
         """The temporal-difference loss of a batch of transitions."""
-        observations, actions, rewards, terminated, following = batch
+        observations, actions, rewards, terminated, next_observations = batch
         values = self.net(observations).gather(1, actions.unsqueeze(1)).squeeze(1)
         with torch.no_grad():
             if self.hparams["double"]:
-                best = self.net(following).argmax(dim=1, keepdim=True)
-                next_values = self.target_net(following).gather(1, best).squeeze(1)
+                best = self.net(next_observations).argmax(dim=1, keepdim=True)
+                next_values = self.target_net(next_observations).gather(1, best).squeeze(1)
             else:
-                next_values = self.target_net(following).max(dim=1).values
+                next_values = self.target_net(next_observations).max(dim=1).values
             targets = rewards + self.hparams["gamma"] * (1.0 - terminated) * next_values
         return self.loss_fn(values, targets)
 
