@@ -43,6 +43,11 @@ class Measured:
     def epoch_seconds(self) -> list[float]:
         return [e["end"] - e["start"] for e in self.probe.get("epochs", []) if "end" in e]
 
+    def epoch_cpu_seconds(self) -> list[float]:
+        """The process's CPU time (user + system, every thread) per epoch: unlike wall time, not stretched by
+        another process holding a core."""
+        return [e["cpu_end"] - e["cpu_start"] for e in self.probe.get("epochs", []) if "cpu_end" in e]
+
 
 def python() -> str:
     return sys.executable

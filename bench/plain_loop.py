@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     epochs = []
     loss = torch.zeros(())
     for _ in range(args.epochs):
-        start = time.time()
+        start, cpu_start = time.time(), time.process_time()
         net.train()
         for idx in torch.randperm(len(train_y)).split(args.batch_size)[: args.steps_per_epoch]:
             loss = loss_fn(net(train_x[idx]), train_y[idx])
@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             for x, y in zip(val_x.split(args.batch_size), val_y.split(args.batch_size), strict=False):
                 correct += int((net(x).argmax(1) == y).sum())
-        epochs.append({"start": start, "end": time.time(), "val_acc": correct / len(val_y), "loss": loss.item()})
+        times = {"start": start, "end": time.time(), "cpu_start": cpu_start, "cpu_end": time.process_time()}
+        epochs.append({**times, "val_acc": correct / len(val_y), "loss": loss.item()})
     args.out.write_text(json.dumps({"epochs": epochs}), encoding="utf-8")
 
 

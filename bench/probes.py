@@ -21,7 +21,8 @@ import lightning as L
 
 
 class TimingProbe(L.Callback):
-    """Writes the wall-clock times of the first training step and of every epoch's start and end.
+    """Writes the wall-clock times of the first training step and of every epoch's start and end, and the
+    process's CPU time (user + system, all threads: ``time.process_time``) at each epoch's start and end.
 
     An epoch runs from ``on_train_epoch_start`` to ``on_train_epoch_end`` (after Lightning's
     validation pass, checkpointing and logging: everything a user waits for between epochs);
@@ -54,14 +55,14 @@ class TimingProbe(L.Callback):
                 os._exit(0)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.record["epochs"].append({"start": time.time()})
+        self.record["epochs"].append({"start": time.time(), "cpu_start": time.process_time()})
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and self.record["epochs"]:  # the epoch's training batches are done
             self.record["epochs"][-1]["train_end"] = time.time()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.record["epochs"][-1]["end"] = time.time()
+        self.record["epochs"][-1].update(end=time.time(), cpu_end=time.process_time())
         self._write()
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,16 +18,32 @@ README_END = "<!-- bench:end -->"
 
 @dataclass
 class Target:
-    """One of the issue's targets: what was measured against what limit, and whether it holds."""
+    """One of the issue's targets: what was measured against what limit, and whether it holds.
+
+    ``unsure``: the repeats fell on both sides of the limit, so the run cannot tell (``UNSURE``)."""
 
     name: str
     measured: str
     limit: str
     holds: bool | None  # None: not measured here (e.g. no GPU)
+    unsure: bool = False
 
     @property
     def verdict(self) -> str:
-        return "SKIP" if self.holds is None else "PASS" if self.holds else "MISS"
+        if self.holds is None:
+            return "SKIP"
+        return "UNSURE" if self.unsure else "PASS" if self.holds else "MISS"
+
+
+def range_target(name: str, values: Sequence[float], limit: float, at_most: bool = True, unit: str = "") -> Target:
+    """A target judged on every repeat, not on the median alone: PASS when the whole min–max range of ``values``
+    is within ``limit`` (≤ it, or ≥ it with ``at_most=False``), MISS when the whole range is outside,
+    UNSURE when the range straddles it (a noisy machine cannot tell a regression from noise)."""
+    low, high = min(values), max(values)
+    inside = [v <= limit if at_most else v >= limit for v in (low, high)]
+    measured = f"{statistics.median(values):.3f}{unit} ({low:.3f}–{high:.3f})"
+    sign = "≤" if at_most else "≥"
+    return Target(name, measured, f"{sign} {limit:g}{unit}", all(inside), unsure=any(inside) and not all(inside))
 
 
 @dataclass

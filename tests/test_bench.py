@@ -75,8 +75,10 @@ def test_plain_loop_trains_the_same_network_and_records_each_epoch(processed, tm
         ]
     )
     epochs = json.loads(out.read_text())["epochs"]
-    assert len(epochs) == 2 and all(e["end"] > e["start"] for e in epochs)
+    assert len(epochs) == 2 and all(e["end"] > e["start"] and e["cpu_end"] > e["cpu_start"] for e in epochs)
     assert 0.0 <= epochs[-1]["val_acc"] <= 1.0
+    measured = harness.Measured(start=0.0, wall_s=1.0, peak_rss_mib=1.0, probe={"epochs": epochs})
+    assert measured.epoch_cpu_seconds() == [e["cpu_end"] - e["cpu_start"] for e in epochs]
 
 
 def test_the_bench_runner_refuses_a_zero_repeat_count(capsys):
@@ -94,3 +96,32 @@ def test_peak_memory_is_the_childs_own_not_inherited_from_this_process():
     held = np.ones(300 << 20 >> 3)  # 300 MiB here: a child's ru_maxrss would report at least this much
     measured = harness.run([sys.executable, "-c", "import time, numpy; a = numpy.ones(50 << 20 >> 3); time.sleep(0.3)"])
     assert 50 < measured.peak_rss_mib < 200 and held[0] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("values", "verdict"),
+    [([1.01, 1.03, 1.04], "PASS"), ([1.06, 1.2, 1.1], "MISS"), ([1.02, 1.07, 1.04], "UNSURE"), ([1.05], "PASS")],
+)
+def test_a_verdict_needs_every_repeat_on_one_side_of_the_limit(values, verdict):
+    target = report.range_target("ratio", values, 1.05)
+    assert target.verdict == verdict
+    assert target.measured == f"{sorted(values)[len(values) // 2]:.3f} ({min(values):.3f}–{max(values):.3f})"
+    assert report.range_target("accuracy", [0.991, 0.989], 0.99, at_most=False).verdict == "UNSURE"
+    assert report.range_target("accuracy", [0.991, 0.993], 0.99, at_most=False).limit == "≥ 0.99"
+
+
+def test_the_overhead_ratio_pairs_repeats_and_is_judged_on_the_steadier_clock():
+    from bench import overhead
+
+    def measured(wall: float, cpu: float) -> harness.Measured:
+        epoch = {"start": 0.0, "end": wall, "cpu_start": 0.0, "cpu_end": cpu}
+        return harness.Measured(start=0.0, wall_s=wall, peak_rss_mib=1.0, probe={"epochs": [epoch, epoch]})
+
+    # the second repeat met a busy machine: wall times stretched on one side only, CPU times did not
+    runs = {
+        "plain": [measured(1.0, 2.0), measured(1.0, 2.0)],
+        "pipeline": [measured(1.1, 2.2), measured(1.6, 2.3)],
+    }
+    ratios = {clock: overhead.paired_ratios(runs, clock) for clock in overhead.CLOCKS}
+    assert ratios["wall"] == pytest.approx([1.1, 1.6]) and ratios["cpu"] == pytest.approx([1.1, 1.15])
+    assert overhead.steadier(ratios) == "cpu"
