@@ -112,7 +112,7 @@ def measure(
         )
         if recipe.target:
             result.targets.append(
-                _accuracy_target(recipe, accuracies, to_epoch, f"{recipe.label} {limit} ({device_label})")
+                _accuracy_target(recipe, accuracies, to_epoch, f"{recipe.label} {limit} ({device_label})", limit)
             )
         result.raw[recipe.label] = {
             "accuracy": accuracies,
@@ -146,12 +146,11 @@ def measure(
     return result
 
 
-def _accuracy_target(recipe: Recipe, accuracies: list[float], to_epoch: list[float], name: str) -> Target:
+def _accuracy_target(recipe: Recipe, accuracies: list[float], to_epoch: list[float], name: str, limit: str) -> Target:
     """Every repeat at the accuracy within the time: PASS; none of them: MISS; some: UNSURE (with the range)."""
     holds = [
         accuracy >= recipe.accuracy and (recipe.time_limit_s is None or seconds <= recipe.time_limit_s)
         for accuracy, seconds in zip(accuracies, to_epoch, strict=True)
     ]
     measured = f"{median(accuracies):.2%} at {median(to_epoch):.1f} s ({spread(to_epoch)} s; min {min(accuracies):.2%})"
-    limit = f"≥ {recipe.accuracy:.1%}" + (f" in ≤ {recipe.time_limit_s:.0f} s" if recipe.time_limit_s else "")
     return Target(name, measured, limit, all(holds), unsure=any(holds) and not all(holds))

@@ -130,9 +130,14 @@ class DQNModule(SupervisedModule):
 
     def _record_episode(self, reward: float) -> None:
         self.episode_rewards.append(reward)
-        recent = self.episode_rewards[-MOVING_AVERAGE:]
-        values = {"episode/reward": reward, f"episode/reward_avg{MOVING_AVERAGE}": sum(recent) / len(recent)}
+        values = {"episode/reward": reward, f"episode/reward_avg{MOVING_AVERAGE}": self._moving_average()}
         log_step_values(self, values, step=len(self.episode_rewards))
+
+    def _moving_average(self) -> float:
+        """The mean return of the last ``MOVING_AVERAGE`` training episodes (of all of them, before there are as
+        many)."""
+        recent = self.episode_rewards[-MOVING_AVERAGE:]
+        return sum(recent) / len(recent)
 
     def _log_epoch(self, stage: str) -> None:
         """Per epoch: the mean TD loss, epsilon, the training episodes so far and their moving average."""
@@ -143,8 +148,7 @@ class DQNModule(SupervisedModule):
         self._check_finite(values["train/loss"])
         values["train/episodes"] = float(len(self.episode_rewards))
         if self.episode_rewards:
-            recent = self.episode_rewards[-MOVING_AVERAGE:]
-            values[f"train/reward_avg{MOVING_AVERAGE}"] = sum(recent) / len(recent)
+            values[f"train/reward_avg{MOVING_AVERAGE}"] = self._moving_average()
         self.log_dict(values, on_step=False, on_epoch=True)
 
     # --- greedy episodes: validation and test -----------------------------------------------------------

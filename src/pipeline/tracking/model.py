@@ -112,8 +112,8 @@ def servable(module: L.LightningModule, datamodule: Any) -> tuple[Any, Any, dict
         assert x is not None, "the sequence datasets have a test split"
         questions = decode_ids(x[:2].numpy(), reverse=bool(encoding["reverse"]))
         return QuestionAnswerer(predictor, encoding), questions, {**metadata, "output": "text"}
-    example = x[:2].numpy().astype(np.float32) if x is not None else np.zeros((2, *datamodule.spec.input_shape))
-    return predictor, example.astype(np.float32), {**metadata, "output": predictor.output}
+    example = x[:2].float().numpy() if x is not None else np.zeros((2, *datamodule.spec.input_shape), dtype=np.float32)
+    return predictor, example, {**metadata, "output": predictor.output}
 
 
 def output_kind(module: L.LightningModule) -> str:
