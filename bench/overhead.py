@@ -4,12 +4,15 @@
 float tensors sliced per step, the same optimizer, batch size and number of steps, and a
 validation pass per epoch. (b) ``python -m pipeline.train`` as users run it: default
 callbacks (checkpoints, early stopping, LR monitor, progress bar, figures), MLflow logging on,
-with a timing probe. An epoch is timed from its start to the end of its validation pass,
-checkpoints and logging; the ratio is (b)/(a) of the medians.
+with a timing probe. (c) ``bench.bare_lightning``: (a)'s tensors, net and optimizer under a bare
+``L.Trainer`` (no callbacks, logger or metrics): the floor any Lightning pipeline stands on.
+An epoch is timed from its start to the end of its validation pass, checkpoints and logging;
+the target is on (b)/(a); (c)/(a) shows how much of it Lightning's own loop takes.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,7 +111,16 @@ def measure(repeats: int, log: Callable[[str], None] = print, epochs: int = 1) -
     result = Result(
         "overhead",
         "Overhead: pipeline vs a plain PyTorch loop (time per epoch)",
-        ["case", "plain loop s/epoch", "pipeline s/epoch", "ratio (wall)", "ratio (CPU)", "judged on", "target"],
+        [
+            "case",
+            "plain loop s/epoch",
+            "pipeline s/epoch",
+            "ratio (wall)",
+            "ratio (CPU)",
+            "judged on",
+            "bare Lightning / plain",
+            "target",
+        ],
     )
     for case in cases():
         log(f"overhead: {case.label}")
@@ -125,16 +137,22 @@ def measure(repeats: int, log: Callable[[str], None] = print, epochs: int = 1) -
                 probe=probe,
             )
 
-        def plain(case: Case = case, steps: list[str] = plain_steps) -> Measured:
+        def baseline(module: str, case: Case = case, steps: list[str] = plain_steps) -> Measured:
             return run(
-                [python(), "-m", "bench.plain_loop", *case.plain, *steps, "--epochs", str(epochs), "--out", str(probe)],
+                [python(), "-m", module, *case.plain, *steps, "--epochs", str(epochs), "--out", str(probe)],
                 env=setup.env(),
                 probe=probe,
             )
 
-        runs = interleave({"plain": plain, "pipeline": pipeline}, repeats, log)
+        sides = {
+            "plain": functools.partial(baseline, "bench.plain_loop"),
+            "pipeline": pipeline,
+            "bare": functools.partial(baseline, "bench.bare_lightning"),
+        }
+        runs = interleave(sides, repeats, log)
         ratios = {clock: paired_ratios(runs, clock) for clock in CLOCKS}
         judged = steadier(ratios)
+        floor = paired_ratios(runs, judged, "bare")
         per_epoch = {name: [mean_epoch(m, "wall") for m in measured] for name, measured in runs.items()}
         result.rows.append(
             {
@@ -144,6 +162,7 @@ def measure(repeats: int, log: Callable[[str], None] = print, epochs: int = 1) -
                 "ratio (wall)": f"{median(ratios['wall']):.3f} ({spread(ratios['wall'])})",
                 "ratio (CPU)": f"{median(ratios['cpu']):.3f} ({spread(ratios['cpu'])})",
                 "judged on": judged,
+                "bare Lightning / plain": f"{median(floor):.3f} ({spread(floor)})",
                 "target": f"≤ {case.limit}",
             }
         )
@@ -153,6 +172,7 @@ def measure(repeats: int, log: Callable[[str], None] = print, epochs: int = 1) -
             "per_epoch_cpu_s": {name: [mean_epoch(m, "cpu") for m in measured] for name, measured in runs.items()},
             "ratios": ratios,
             "judged_on": judged,
+            "bare_lightning_ratios": floor,
         }
     result.notes.append(
         f"{epochs} epoch(s) per run ({STEPS} training batches an epoch for the CNNs, the whole "
@@ -163,6 +183,12 @@ def measure(repeats: int, log: Callable[[str], None] = print, epochs: int = 1) -
         "repeat; a verdict is PASS or MISS only when every repeat's ratio is on one side of the target "
         "(else UNSURE), judged on the clock (wall or the process's CPU time) whose ratios varied less, "
         "relative to their median, in this run."
+    )
+    result.notes.append(
+        "Bare Lightning / plain: `bench/bare_lightning.py`, the plain loop's tensors, network and optimizer "
+        "under an `L.Trainer` with no callbacks, logger, metrics, checkpoints or progress bar, paired with the "
+        "same repeat's plain run on the judged clock. It is the floor of any Lightning pipeline: where it is "
+        "already above the target, the rest of the pipeline's ratio is what the pipeline itself adds."
     )
     return result
 
@@ -176,9 +202,9 @@ def mean_epoch(measured: Measured, clock: str) -> float:
     return sum(seconds) / len(seconds)
 
 
-def paired_ratios(runs: dict[str, list[Measured]], clock: str) -> list[float]:
-    """pipeline / plain per repeat: the two runs of one repeat met the same spell of the machine."""
-    pairs = zip(runs["pipeline"], runs["plain"], strict=True)
+def paired_ratios(runs: dict[str, list[Measured]], clock: str, side: str = "pipeline") -> list[float]:
+    """``side`` / plain per repeat: the runs of one repeat met the same spell of the machine."""
+    pairs = zip(runs[side], runs["plain"], strict=True)
     return [mean_epoch(pipeline, clock) / mean_epoch(plain, clock) for pipeline, plain in pairs]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,18 @@ def load(processed_dir: Path, split: str, mean: torch.Tensor, std: torch.Tensor)
     return (x - mean) / std, y
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+@dataclass
+class Setup:
+    """What both baselines (this loop and ``bench.bare_lightning``) train: the same tensors, net and optimizer."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+
+
+def arguments(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--processed-dir", type=Path, required=True)
     parser.add_argument("--net", required=True, help="a builder of pipeline.models.networks, e.g. tiny_cnn")
     parser.add_argument("--net-kwargs", default="{}", help="JSON keyword arguments of the builder")
@@ -50,23 +61,30 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def prepare(args: argparse.Namespace) -> Setup:
     torch.manual_seed(args.seed)
     meta = json.loads((args.processed_dir / "meta.json").read_text())
     shape = (1, -1) + (1,) * (len(meta["input_shape"]) - 1)
     mean = torch.tensor(meta["normalization"]["mean"]).reshape(shape)
     std = torch.tensor(meta["normalization"]["std"]).reshape(shape)
-    train_x, train_y = load(args.processed_dir, "train", mean, std)
-    val_x, val_y = load(args.processed_dir, "val", mean, std)
-    num_classes = len(meta["class_names"])
-
     net = getattr(networks, args.net)(
-        input_shape=meta["input_shape"], num_outputs=num_classes, **json.loads(args.net_kwargs)
+        input_shape=meta["input_shape"], num_outputs=len(meta["class_names"]), **json.loads(args.net_kwargs)
     )
     optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[args.optimizer](
         net.parameters(), lr=args.lr, weight_decay=args.weight_decay
     )
+    return Setup(
+        load(args.processed_dir, "train", mean, std), load(args.processed_dir, "val", mean, std), net, optimizer
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = arguments(__doc__.splitlines()[0]).parse_args(argv)
+    setup = prepare(args)
+    (train_x, train_y), (val_x, val_y), net, optimizer = setup.train, setup.val, setup.net, setup.optimizer
     loss_fn = nn.CrossEntropyLoss()
 
     epochs = []

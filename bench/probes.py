@@ -74,8 +74,10 @@ class MlflowClock:
     """Seconds this process spends in MLflow: importing it, every ``MlflowClient`` call (Lightning's
     logger and the pipeline's tracking both go through it), and the pipeline's tracking functions.
 
-    Nested calls count once (the outermost). Made before the run's logger exists (callbacks are
-    built first), so the import of ``mlflow`` happens here and is counted too. What this does
+    Nested calls count once (the outermost). A client's constructor counts too ("open the store"):
+    for a SQLite store it imports MLflow's database layer and checks the schema. Made before the
+    run's logger exists (callbacks are built first), so the import of ``mlflow`` happens here and
+    is counted too. What this does
     not see is the Python work Lightning's logger does around the calls: microseconds.
     """
 
@@ -91,7 +93,8 @@ class MlflowClock:
 
         self.totals["import_s"] = time.perf_counter() - start
         for name, member in list(vars(MlflowClient).items()):
-            if callable(member) and not name.startswith("_"):
+            # __init__ too: a client of a SQLite store opens (imports, creates or checks) the store there.
+            if callable(member) and (not name.startswith("_") or name == "__init__"):
                 setattr(MlflowClient, name, self._timed(member))
         from pipeline.tracking.run import TrackedRun
 
@@ -113,6 +116,7 @@ class MlflowClock:
                     self.totals["calls_s"] += seconds
                     self.totals["calls"] += 1
                     by_call = self.totals["by_call_s"]
-                    by_call[function.__name__] = by_call.get(function.__name__, 0.0) + seconds
+                    name = "open the store" if function.__name__ == "__init__" else function.__name__
+                    by_call[name] = by_call.get(name, 0.0) + seconds
 
         return timed

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import pytest
+import torch
 
 from bench import harness, report
 from bench.report import Result, Target
@@ -81,6 +83,27 @@ def test_plain_loop_trains_the_same_network_and_records_each_epoch(processed, tm
     assert measured.epoch_cpu_seconds() == [e["cpu_end"] - e["cpu_start"] for e in epochs]
 
 
+def test_bare_lightning_trains_the_plain_loops_setup_and_times_epochs_like_the_pipeline(processed, tmp_path):
+    from bench import bare_lightning, plain_loop
+
+    args = ["--processed-dir", str(processed / "mnist"), "--net", "tiny_cnn", "--batch-size", "16", "--lr", "0.01"]
+    bare_out, plain_out = tmp_path / "bare.json", tmp_path / "plain.json"
+    bare_lightning.main([*args, "--epochs", "2", "--steps-per-epoch", "3", "--out", str(bare_out)])
+    record = json.loads(bare_out.read_text())
+    epochs = record["epochs"]
+    assert len(epochs) == 2 and all(e["start"] < e["train_end"] < e["end"] for e in epochs)
+    assert all(e["cpu_end"] > e["cpu_start"] for e in epochs)
+    # The same seed, builder and optimizer as the plain loop: the same starting weights.
+    setup = plain_loop.prepare(plain_loop.arguments("").parse_args([*args, "--out", str(plain_out)]))
+    again = plain_loop.prepare(plain_loop.arguments("").parse_args([*args, "--out", str(plain_out)]))
+    first = next(iter(setup.net.state_dict().values()))
+    assert torch.equal(first, next(iter(again.net.state_dict().values())))
+    sampler = bare_lightning.IndexBatches(10, 4, shuffle=True)
+    batches = list(sampler)
+    assert len(sampler) == 3 and [len(b) for b in batches] == [4, 4, 2]
+    assert sorted(torch.cat(batches).tolist()) == list(range(10))
+
+
 def test_the_bench_runner_refuses_a_zero_repeat_count(capsys):
     from bench.__main__ import main
 
@@ -121,7 +144,29 @@ def test_the_overhead_ratio_pairs_repeats_and_is_judged_on_the_steadier_clock():
     runs = {
         "plain": [measured(1.0, 2.0), measured(1.0, 2.0)],
         "pipeline": [measured(1.1, 2.2), measured(1.6, 2.3)],
+        "bare": [measured(1.05, 2.1), measured(1.2, 2.0)],
     }
     ratios = {clock: overhead.paired_ratios(runs, clock) for clock in overhead.CLOCKS}
     assert ratios["wall"] == pytest.approx([1.1, 1.6]) and ratios["cpu"] == pytest.approx([1.1, 1.15])
     assert overhead.steadier(ratios) == "cpu"
+    assert overhead.paired_ratios(runs, "cpu", "bare") == pytest.approx([1.05, 1.0])
+
+
+def test_the_mlflow_clock_counts_opening_the_store_and_each_outermost_call_once(tmp_path):
+    # In a child process: the clock patches MlflowClient's methods for the whole process.
+    script = f"""
+import json
+from bench.probes import MlflowClock
+clock = MlflowClock()
+from mlflow import MlflowClient
+client = MlflowClient("sqlite:///{tmp_path / "store.db"}")
+client.create_experiment("e")
+print(json.dumps(clock.totals))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=harness.bench_env()
+    )
+    totals = json.loads(out.stdout.strip().splitlines()[-1])
+    assert totals["import_s"] > 0 and set(totals["by_call_s"]) == {"open the store", "create_experiment"}
+    assert totals["calls"] == 2  # the constructor's and create_experiment's inner client calls count once each
+    assert totals["calls_s"] == pytest.approx(sum(totals["by_call_s"].values()))

@@ -16,6 +16,7 @@ LAYERS = {
     "pipeline.errors": 0,
     "pipeline.atomic": 0,
     "pipeline.allocator": 0,
+    "pipeline.gpu_probe": 0,
     "pipeline.redact": 0,
     "pipeline.studies": 0,
     "pipeline.data": 1,

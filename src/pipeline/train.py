@@ -28,6 +28,7 @@ from pipeline.config_schema import validate
 from pipeline.data.datamodule import ArrayDataModule
 from pipeline.data.spec import DatasetSpec
 from pipeline.errors import ModelConfigError, build
+from pipeline.gpu_probe import drop_nvml_check_without_gpu
 from pipeline.models.checkpoints import (
     check_family,
     checkpoint_record,
@@ -79,9 +80,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def configure_process(cfg: DictConfig) -> None:
-    """The C allocator's thresholds and torch's thread count, before any tensor work."""
+    """The C allocator's thresholds, torch's thread count and GPU check, before any tensor work."""
     if cfg.get("tune_allocator", True):
         tune_allocator()
+    drop_nvml_check_without_gpu()
     if cfg.get("threads"):  # parallel sweep jobs: one or few threads each, not one per core each
         torch.set_num_threads(int(cfg.threads))
 

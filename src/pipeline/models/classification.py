@@ -32,23 +32,33 @@ class ClassificationModule(SupervisedModule):
         super().__init__(num_outputs=1 if num_classes == 2 else num_classes, **kwargs)
         self.binary = num_classes == 2
         self.num_classes = num_classes
-        if self.binary:
-            self.loss_fn: nn.Module = nn.BCEWithLogitsLoss()
-            metrics = MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()})
-        else:
-            self.loss_fn = nn.CrossEntropyLoss()
-            metrics = MetricCollection(
-                {
-                    "acc": MulticlassAccuracy(num_classes, average="micro"),
-                    "f1": MulticlassF1Score(num_classes, average="macro"),
-                }
-            )
-        # One collection per stage, so train, val and test accumulate separately.
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        self.loss_fn: nn.Module = nn.BCEWithLogitsLoss() if self.binary else nn.CrossEntropyLoss()
+        # One collection per stage, so train, val and test accumulate separately. The training steps skip
+        # torchmetrics' argument checks (they read the labels back every step: ~3% of a small MLP's step);
+        # training labels are the class indices the preprocess stage wrote.
+        self.train_metrics = self._metrics("train/", validate_args=False)
+        self.val_metrics = self._metrics("val/")
+        self.test_metrics = self._metrics("test/")
         # Test-time detail: per-class accuracy and the confusion matrix (figures come from callbacks).
         self.test_confusion = MulticlassConfusionMatrix(max(num_classes, 2))
+
+    def _metrics(self, prefix: str, validate_args: bool = True) -> MetricCollection:
+        if self.binary:
+            return MetricCollection(
+                {
+                    "acc": BinaryAccuracy(validate_args=validate_args),
+                    "f1": BinaryF1Score(validate_args=validate_args),
+                    "auroc": BinaryAUROC(validate_args=validate_args),
+                },
+                prefix=prefix,
+            )
+        return MetricCollection(
+            {
+                "acc": MulticlassAccuracy(self.num_classes, average="micro", validate_args=validate_args),
+                "f1": MulticlassF1Score(self.num_classes, average="macro", validate_args=validate_args),
+            },
+            prefix=prefix,
+        )
 
     def model_step(self, batch: Any, stage: str) -> torch.Tensor:
         x, y = batch
