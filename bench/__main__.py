@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import fixed_costs, gpu, overhead, report, scale, search, setup, time_to_accuracy
-from bench.harness import ROOT, BenchError
+from bench.harness import ROOT
 from bench.report import Result, Target
 
 # Each takes (repeats, log) and returns its Result.
@@ -44,7 +44,7 @@ def log(message: str) -> None:
 def failed(name: str, error: Exception) -> Result:
     """A benchmark that crashed still gets a row, so the report says so instead of going missing."""
     result = Result(name, f"{name}: failed", ["error"])
-    result.rows.append({"error": str(error).splitlines()[0]})
+    result.rows.append({"error": f"{type(error).__name__}: {(str(error) or '-').splitlines()[0]}"})
     result.targets.append(Target(f"{name} ran", "failed", "ran to the end", False))
     result.notes.append("The benchmark raised an error; see the output of `make bench`.")
     return result
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"=== {name}")
         try:
             results.append(BENCHMARKS[name](args.repeats, log))
-        except (BenchError, KeyError, ValueError, OSError) as error:
+        except Exception as error:  # a benchmark's crash (or bug) is reported, and the others still run
             traceback.print_exc()
             errors += 1
             results.append(failed(name, error))

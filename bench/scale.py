@@ -95,7 +95,13 @@ def measure(repeats: int, log: Callable[[str], None] = print) -> Result:
     mapped = interleave({f"{f}×": case(f, True) for f in FACTORS}, repeats, log)
     log("scale: in memory, 1× and 16× (once)")
     in_memory = interleave({f"{f}×": case(f, False) for f in (1, FACTORS[-1])}, 1, log)
+    return summarise(mapped, in_memory, rows, repeats)
 
+
+def summarise(
+    mapped: dict[str, list[Measured]], in_memory: dict[str, list[Measured]], rows: dict[int, int], repeats: int
+) -> Result:
+    """The table, the targets (per-repeat ratios) and the notes of the runs, by case (``"4×"``)."""
     result = Result(
         "scale",
         "Scale: MNIST training split tiled 1×, 4×, 16× (softmax regression, batch 512)",
@@ -122,6 +128,7 @@ def measure(repeats: int, log: Callable[[str], None] = print) -> Result:
     result.raw = summary
 
     first, middle, last = (f"memory-mapped {f}×" for f in FACTORS)
+    us = {key: median(figures["us_per_sample"]) for key, figures in summary.items()}  # medians, for the notes
 
     def paired(key: str, top: str, bottom: str) -> list[float]:  # per repeat: one spell of the machine
         return [a / b for a, b in zip(summary[top][key], summary[bottom][key], strict=True)]
@@ -150,9 +157,9 @@ def measure(repeats: int, log: Callable[[str], None] = print) -> Result:
         "training batches only, per training row.",
         f"Time per sample is flat from {FACTORS[1]}× to {FACTORS[-1]}× (both read row by row with `os.preadv`, "
         f"the target); at {FACTORS[0]}× the file is under 64 MiB and is gathered from the map like an in-memory "
-        f"array: {per_sample[first]:.2f} µs against {per_sample[last]:.2f} µs at {FACTORS[-1]}× "
-        f"({per_sample[last] / per_sample[first]:.2f}×: the price of flat memory; in memory, "
-        f"{per_sample[f'in memory {FACTORS[-1]}×'] / per_sample[f'in memory {FACTORS[0]}×']:.2f}× from random "
+        f"array: {us[first]:.2f} µs against {us[last]:.2f} µs at {FACTORS[-1]}× "
+        f"({us[last] / us[first]:.2f}×: the price of flat memory; in memory, "
+        f"{us[f'in memory {FACTORS[-1]}×'] / us[f'in memory {FACTORS[0]}×']:.2f}× from random "
         "gathers over a larger array). Each run starts with the files in the OS page cache (read once, untimed).",
         f"Peak RSS from {FACTORS[0]}× to {FACTORS[-1]}×: {growth['memory-mapped']:+.0f} MiB memory-mapped, "
         f"{growth['in memory']:+.0f} MiB in memory. Most of a run's peak is the process itself (PyTorch, "

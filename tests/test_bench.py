@@ -170,3 +170,25 @@ print(json.dumps(clock.totals))
     assert totals["import_s"] > 0 and set(totals["by_call_s"]) == {"open the store", "create_experiment"}
     assert totals["calls"] == 2  # the constructor's and create_experiment's inner client calls count once each
     assert totals["calls_s"] == pytest.approx(sum(totals["by_call_s"].values()))
+
+
+def test_the_scale_summary_pairs_repeats_and_writes_its_notes():
+    from bench import scale
+
+    def measured(epoch: float, train: float, rss: float) -> harness.Measured:
+        probe = {"epochs": [{"start": 0.0, "train_end": train, "end": epoch}]}
+        return harness.Measured(start=0.0, wall_s=epoch + 5, peak_rss_mib=rss, probe=probe)
+
+    rows = {1: 1000, 4: 4000, 16: 16000}
+    mapped = {
+        "1×": [measured(1.0, 0.8, 100), measured(1.2, 0.9, 100)],
+        "4×": [measured(4.0, 3.6, 101), measured(4.4, 4.0, 102)],
+        "16×": [measured(16.0, 15.2, 103), measured(17.0, 16.0, 104)],
+    }
+    in_memory = {"1×": [measured(0.9, 0.7, 110)], "16×": [measured(12.0, 11.2, 300)]}
+    result = scale.summarise(mapped, in_memory, rows, repeats=2)
+    assert [t.verdict for t in result.targets] == ["PASS", "PASS"]
+    # time per sample 16× / 4×, per repeat: (15.2/16000)/(3.6/4000) and (16/16000)/(4/4000)
+    assert result.targets[1].measured.startswith("1.028 (1.000–1.056)")
+    assert "850.00 µs against 975.00 µs at 16×" in " ".join(result.notes)  # medians of (0.8, 0.9)/1000 s
+    assert len(result.rows) == 5 and result.rows[-1]["training rows"] == "16,000"

@@ -29,6 +29,34 @@ def test_weighted_mean_weighs_each_batch_by_its_size():
     assert math.isnan(float(mean.compute()))  # a diverged batch stays visible to the NaN guard
 
 
+def test_training_accuracy_and_macro_f1_match_sklearn_over_uneven_batches_with_a_class_missing():
+    """The training metrics skip torchmetrics' argument checks (pipeline.models.classification): the epoch's
+    values are still the accuracy and macro F1 of every training prediction, and equal the checked metrics'."""
+    from functools import partial
+
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from pipeline.models.classification import ClassificationModule
+    from pipeline.models.networks import mlp
+
+    torch.manual_seed(0)
+    module = ClassificationModule(num_classes=5, net=partial(mlp, hidden=[8]), input_shape=[3], optimizer=None)
+    x = torch.randn(23, 3)
+    y = torch.tensor([0, 1, 3, 4] * 5 + [0, 1, 3])  # class 2 never a label
+    predictions = []
+    with torch.no_grad():
+        for rows in torch.arange(23).split(10):  # batches of 10, 10 and 3
+            module.model_step((x[rows], y[rows]), "train")
+            module.model_step((x[rows], y[rows]), "val")  # the same batches through the checked metrics
+            predictions.append(module(x[rows]).argmax(1))
+    predicted = torch.cat(predictions).numpy()
+    train, val = module.train_metrics.compute(), module.val_metrics.compute()
+    assert float(train["train/acc"]) == pytest.approx(accuracy_score(y.numpy(), predicted))
+    seen = sorted(set(y.tolist()) | set(predicted.tolist()))  # torchmetrics leaves out classes never seen
+    assert float(train["train/f1"]) == pytest.approx(f1_score(y.numpy(), predicted, average="macro", labels=seen))
+    assert torch.equal(train["train/acc"], val["val/acc"]) and torch.equal(train["train/f1"], val["val/f1"])
+
+
 def test_an_mse_regression_logs_loss_equal_to_mse_with_partial_batches(processed, tmp_path, mlflow_store):
     # line: 120 train, 40 val, 40 test rows; batches of 32 leave 24 and 8 in the last batch of each split
     cfg = make_cfg(
