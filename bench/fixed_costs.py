@@ -23,7 +23,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import setup
-from bench.harness import ROOT, Measured, interleave, median, pipeline_train, python, run, spread
+from bench.harness import (
+    ROOT,
+    Measured,
+    interleave,
+    median,
+    per_repeat_ratios,
+    pipeline_train,
+    python,
+    run,
+    spread,
+)
 from bench.report import Result, range_target
 
 START_LIMIT = 1.5  # start → first step, as a multiple of `import torch, lightning`
@@ -105,8 +115,7 @@ def _start_up(result: Result, work: Path, repeats: int, log: Callable[[str], Non
         {"what": what, "median s": f"{median(runs[name]):.2f}", "range s": spread(runs[name]), "note": note}
         for name, what, note in rows
     ]
-    # each repeat's start-up over the same repeat's imports: both met the same spell of the machine
-    paired = [step / imports for step, imports in zip(runs["first step"], runs["imports"], strict=True)]
+    paired = per_repeat_ratios(runs["first step"], runs["imports"])
     result.targets.append(range_target("start → first step / import torch, lightning", paired, START_LIMIT))
     result.raw["start_up"] = runs
     result.notes.append(

@@ -142,6 +142,11 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
+def per_repeat_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
+    """``numerators[i] / denominators[i]``: the two figures of one repeat met the same spell of the machine."""
+    return [top / bottom for top, bottom in zip(numerators, denominators, strict=True)]
+
+
 def spread(values: Sequence[float]) -> str:
     """``min–max`` of the repeats, for the tables."""
     return f"{min(values):.2f}–{max(values):.2f}"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench import setup
-from bench.harness import Measured, interleave, median, pipeline_train, python, run, spread
+from bench.harness import Measured, interleave, median, per_repeat_ratios, pipeline_train, python, run, spread
 from bench.report import Result, range_target
 
 
@@ -203,9 +203,8 @@ def mean_epoch(measured: Measured, clock: str) -> float:
 
 
 def paired_ratios(runs: dict[str, list[Measured]], clock: str, side: str = "pipeline") -> list[float]:
-    """``side`` / plain per repeat: the runs of one repeat met the same spell of the machine."""
-    pairs = zip(runs[side], runs["plain"], strict=True)
-    return [mean_epoch(pipeline, clock) / mean_epoch(plain, clock) for pipeline, plain in pairs]
+    """``side`` / plain per repeat, in mean seconds per epoch by ``clock``."""
+    return per_repeat_ratios([mean_epoch(m, clock) for m in runs[side]], [mean_epoch(m, clock) for m in runs["plain"]])
 
 
 def steadier(ratios: dict[str, list[float]]) -> str:

@@ -77,8 +77,8 @@ class MlflowClock:
     Nested calls count once (the outermost). A client's constructor counts too ("open the store"):
     for a SQLite store it imports MLflow's database layer and checks the schema. Made before the
     run's logger exists (callbacks are built first), so the import of ``mlflow`` happens here and
-    is counted too. What this does
-    not see is the Python work Lightning's logger does around the calls: microseconds.
+    is counted too. What this does not see is the Python work Lightning's logger does around the
+    calls: microseconds.
     """
 
     # What the run's owner does beyond single client calls (timed as a whole, not per client call inside).

@@ -35,13 +35,15 @@ class Target:
         return "UNSURE" if self.unsure else "PASS" if self.holds else "MISS"
 
 
-def range_target(name: str, values: Sequence[float], limit: float, at_most: bool = True, unit: str = "") -> Target:
+def range_target(
+    name: str, values: Sequence[float], limit: float, at_most: bool = True, unit: str = "", digits: int = 3
+) -> Target:
     """A target judged on every repeat, not on the median alone: PASS when the whole min–max range of ``values``
     is within ``limit`` (≤ it, or ≥ it with ``at_most=False``), MISS when the whole range is outside,
     UNSURE when the range straddles it (a noisy machine cannot tell a regression from noise)."""
     low, high = min(values), max(values)
     inside = [v <= limit if at_most else v >= limit for v in (low, high)]
-    measured = f"{statistics.median(values):.3f}{unit} ({low:.3f}–{high:.3f})"
+    measured = f"{statistics.median(values):.{digits}f}{unit} ({low:.{digits}f}–{high:.{digits}f})"
     sign = "≤" if at_most else "≥"
     return Target(name, measured, f"{sign} {limit:g}{unit}", all(inside), unsure=any(inside) and not all(inside))
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import setup
-from bench.harness import Measured, interleave, median, pipeline_train, run, spread
+from bench.harness import Measured, interleave, median, per_repeat_ratios, pipeline_train, run, spread
 from bench.report import Result, range_target
 
 FACTORS = (1, 4, 16)
@@ -130,8 +130,8 @@ def summarise(
     first, middle, last = (f"memory-mapped {f}×" for f in FACTORS)
     us = {key: median(figures["us_per_sample"]) for key, figures in summary.items()}  # medians, for the notes
 
-    def paired(key: str, top: str, bottom: str) -> list[float]:  # per repeat: one spell of the machine
-        return [a / b for a, b in zip(summary[top][key], summary[bottom][key], strict=True)]
+    def paired(key: str, top: str, bottom: str) -> list[float]:
+        return per_repeat_ratios(summary[top][key], summary[bottom][key])
 
     result.targets += [
         range_target(

@@ -132,8 +132,12 @@ def measure(
                 + "."
             )
             result.targets.append(
-                range_target(
-                    f"MLflow tracking's share of a run's wall time ({recipe.experiment})", shares, MLFLOW_SHARE_LIMIT
+                range_target(  # in percent, as the table's column reads
+                    f"MLflow tracking's share of a run's wall time ({recipe.experiment})",
+                    [100 * share for share in shares],
+                    100 * MLFLOW_SHARE_LIMIT,
+                    unit="%",
+                    digits=1,
                 )
             )
     result.notes += [

@@ -131,6 +131,8 @@ def test_a_verdict_needs_every_repeat_on_one_side_of_the_limit(values, verdict):
     assert target.measured == f"{sorted(values)[len(values) // 2]:.3f} ({min(values):.3f}–{max(values):.3f})"
     assert report.range_target("accuracy", [0.991, 0.989], 0.99, at_most=False).verdict == "UNSURE"
     assert report.range_target("accuracy", [0.991, 0.993], 0.99, at_most=False).limit == "≥ 0.99"
+    share = report.range_target("share", [10.34, 9.87, 10.8], 3.0, unit="%", digits=1)
+    assert (share.measured, share.limit, share.verdict) == ("10.3% (9.9–10.8)", "≤ 3%", "MISS")
 
 
 def test_the_overhead_ratio_pairs_repeats_and_is_judged_on_the_steadier_clock():
