@@ -4,9 +4,9 @@ Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` when imported, so that asking
 available reads NVML instead of initialising CUDA (which would break CUDA in forked children).
 ``Adam.step`` and ``AdamW.step`` ask that question every step, and where torch is a CUDA build but
 the machine has no NVIDIA driver, the NVML path tries to load ``libnvidia-ml.so.1`` again each
-time (a failure is never cached): about 50 µs a step, 1-2 % of a small MLP's step, 5 % of a DQN
-step. Without a CUDA device there is nothing a fork could break, so the check goes back to
-torch's own (cached, about 2 µs).
+time (a failure is never cached): 48-85 µs a check here, against 2-4 µs without the variable
+(docs/performance.md), about 2 % of a small MLP's step. Without a CUDA device there is nothing a
+fork could break, so the check goes back to torch's own.
 """
 
 from __future__ import annotations
