@@ -97,6 +97,20 @@ def test_a_2x2_grid_is_one_parent_with_four_children_and_a_summary(processed, tm
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
 
 
+def test_a_sweep_whose_parent_run_cannot_be_opened_stops_before_its_first_job(processed, tmp_path):
+    """Hydra turns a callback's error into a warning and runs the jobs anyway, as runs of no sweep: the sweep
+    stops instead, saying which store failed."""
+    (tmp_path / "not_a_folder").write_text("")
+    store = f"sqlite:///{tmp_path / 'not_a_folder' / 'mlflow.db'}"
+    command = train_command(processed, tmp_path / "logs", *FAST, "optimizer.lr=0.01,0.05", multirun=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": store}
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert f"the sweep's MLflow parent run could not be opened in {store}" in output
+    assert "Launching" not in output and not list((tmp_path / "logs").rglob("*.ckpt")), output
+
+
 def test_seeds_of_one_config_are_aggregated_on_the_parent_and_the_best_is_registered_once(
     processed, tmp_path, mlflow_store
 ):

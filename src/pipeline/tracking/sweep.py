@@ -12,10 +12,11 @@ also makes each job's run a child of it). After the last job the parent gets:
   test metric per configuration; when the whole sweep is one configuration over seeds,
   also metrics ``<metric>/mean`` and ``<metric>/std`` on the parent.
 
-A sweep that stops on an error (a failed job ends Hydra's multirun) still gets the summary of
-the jobs that ran, and its parent ends FAILED; a launching process killed outright leaves the
-parent to ``pipeline.tracking.run.reap_dead_runs``. MLflow is imported only when a sweep
-tracks: Hydra builds this callback for every run.
+A sweep whose parent cannot be opened stops before its first job (Hydra would run its jobs as
+runs of no sweep). A sweep that stops on an error (a failed job ends Hydra's multirun) still
+gets the summary of the jobs that ran, and its parent ends FAILED; a launching process killed
+outright leaves the parent to ``pipeline.tracking.run.reap_dead_runs``. MLflow is imported only
+when a sweep tracks: Hydra builds this callback for every run.
 """
 
 from __future__ import annotations
@@ -55,26 +56,27 @@ class MlflowSweepCallback(Callback):
         settings = mlflow_settings(config)
         if settings is None:
             return
-        from pipeline.tracking.provenance import git_state
-        from pipeline.tracking.run import RUN_NAME_TAG, SHARED_OVERRIDES_ENV, start_sweep_parent
+        from pipeline.redact import redact_text
+        from pipeline.tracking.run import SHARED_OVERRIDES_ENV
 
-        uri, name = settings
         cli_overrides = list(cast(list[str], OmegaConf.to_container(config.hydra.overrides.task)))
-        sweep_dir = str(config.hydra.sweep.dir)
-        tags = {
-            **git_state(config.paths.root_dir),
-            RUN_NAME_TAG: f"sweep {os.path.basename(sweep_dir)}",
-            "sweep.dir": sweep_dir,
-            "sweep.overrides": " ".join(cli_overrides)[:5000],
-            "sweep.sweeper": str(config.hydra.sweeper.get("_target_", "")),
-            "sweep.launcher": str(config.hydra.launcher.get("_target_", "")),
-        }
-        study = persistent_study(config)
-        run_id = study_parent(uri, name, tags, *study) if study else start_sweep_parent(uri, name, tags)
+        try:
+            run_id = open_parent(config, *settings, cli_overrides)
+        except Exception as error:
+            # Hydra turns a callback's error into a warning and runs the jobs anyway, as runs of no sweep and
+            # no trial: stop before the first job instead.
+            log.error(
+                "the sweep's MLflow parent run could not be opened in %s (experiment %s): %s: %s",
+                redact_text(settings[0]),
+                settings[1],
+                type(error).__name__,
+                redact_text(str(error)),
+            )
+            raise SystemExit(1) from error
         os.environ[SHARED_OVERRIDES_ENV] = json.dumps(shared_overrides(cli_overrides))
         # Hydra calls on_multirun_end only when every job succeeded: otherwise this ends the parent.
         atexit.register(self._end_unfinished, config, run_id)
-        log.info("MLflow parent run %s of sweep %s (experiment %s)", run_id, sweep_dir, name)
+        log.info("MLflow parent run %s of sweep %s (experiment %s)", run_id, config.hydra.sweep.dir, settings[1])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish(config, "FINISHED")
@@ -100,6 +102,24 @@ class MlflowSweepCallback(Callback):
             register_best(config, settings, summary.get("best_finished_run_id") if status == "FINISHED" else None)
         finally:
             end_run(settings[0], run_id, status)
+
+
+def open_parent(config: DictConfig, uri: str, experiment: str, cli_overrides: list[str]) -> str:
+    """The sweep's parent run, started (or, for a persistent Optuna study, the study's one, found again)."""
+    from pipeline.tracking.provenance import git_state
+    from pipeline.tracking.run import RUN_NAME_TAG, start_sweep_parent
+
+    sweep_dir = str(config.hydra.sweep.dir)
+    tags = {
+        **git_state(config.paths.root_dir),
+        RUN_NAME_TAG: f"sweep {os.path.basename(sweep_dir)}",
+        "sweep.dir": sweep_dir,
+        "sweep.overrides": " ".join(cli_overrides)[:5000],
+        "sweep.sweeper": str(config.hydra.sweeper.get("_target_", "")),
+        "sweep.launcher": str(config.hydra.launcher.get("_target_", "")),
+    }
+    study = persistent_study(config)
+    return study_parent(uri, experiment, tags, *study) if study else start_sweep_parent(uri, experiment, tags)
 
 
 def register_best(config: DictConfig, settings: tuple[str, str], best_run_id: str | None) -> None:
