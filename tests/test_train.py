@@ -87,6 +87,21 @@ def test_every_experiment_preset_composes_and_instantiates(processed, tmp_path, 
     cfg = make_cfg(processed, tmp_path, f"experiment={experiment}")
     validate(cfg)
     datamodule = instantiate(cfg.data.datamodule)
-    build_model(cfg, datamodule.spec)
-    instantiate(cfg.trainer, callbacks=instantiate_callbacks(cfg, datamodule.spec), logger=False)
+    model = build_model(cfg, datamodule.spec)
+    callbacks = instantiate_callbacks(cfg, datamodule.spec, model)
+    instantiate(cfg.trainer, callbacks=callbacks, logger=False)
     assert cfg.task_name == experiment  # runs of different presets never share a log folder
+    figures = {type(c).__name__ for c in callbacks if type(c).__module__ == "pipeline.callbacks.figures"}
+    assert figures == FIGURES_OF.get(experiment, figures), figures
+
+
+# The figures a preset's training keeps (the rest cannot be drawn for its model and data, and are left out)
+FIGURES_OF = {
+    "spirals_mlp": {"LossCurves", "DecisionBoundary", "ConfusionMatrix"},
+    "line_regression": {"LossCurves", "FittedCurve"},
+    "auto_mpg_mlp": {"LossCurves"},
+    "mnist_cnn": {"LossCurves", "ConfusionMatrix", "MisclassifiedExamples"},
+    "mnist_gan": {"LossCurves", "GANProgress"},
+    "addition_rnn": {"LossCurves", "AnsweredQuestions"},
+    "cartpole_dqn": {"LossCurves", "RewardCurve"},
+}

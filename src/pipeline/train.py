@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.allocator import tune_allocator
 from pipeline.atomic import atomic_path, save_json
 from pipeline.callbacks.checkpoint_record import RecordPipelineConfig
+from pipeline.callbacks.figures import FigureCallback
 from pipeline.callbacks.history import EpochHistory
 from pipeline.cli import hydra_app, report_user_errors
 from pipeline.config_schema import validate
@@ -55,7 +56,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = checkpoint_to_resume(cfg)
 
     log.info("Instantiating callbacks and loggers")
-    callbacks = instantiate_callbacks(cfg, datamodule.spec)
+    callbacks = instantiate_callbacks(cfg, datamodule.spec, model)
     loggers = [build(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
 
     log.info("Instantiating trainer <%s>", cfg.trainer._target_)
@@ -121,9 +122,11 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
     return ckpt_path
 
 
-def instantiate_callbacks(cfg: DictConfig, spec: DatasetSpec) -> list[L.Callback]:
-    """The configured callbacks, plus the checkpoints' record of model and data, and the epoch history file."""
+def instantiate_callbacks(cfg: DictConfig, spec: DatasetSpec, model: L.LightningModule) -> list[L.Callback]:
+    """The configured callbacks, but for figures this model and data cannot have (Lightning calls each hook
+    of each callback at every step), plus the checkpoints' record of model and data, and the epoch history."""
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    callbacks = [c for c in callbacks if not isinstance(c, FigureCallback) or c.applies(model, spec.input_shape)]
     record = checkpoint_record(
         cast(dict[str, Any], OmegaConf.to_container(cfg.model, resolve=True)),
         spec,

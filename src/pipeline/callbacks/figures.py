@@ -74,6 +74,11 @@ class FigureCallback(Callback):
     def __init__(self, dirpath: str | None = None) -> None:
         self.dirpath = dirpath
 
+    def applies(self, pl_module: L.LightningModule, input_shape: tuple[int, ...] | None) -> bool:
+        """Whether this figure can be drawn for this model on inputs of this shape (None: unknown). Training
+        leaves out the figures that cannot: Lightning calls every hook of every callback at every step."""
+        return True
+
     def figures_dir(self, trainer: L.Trainer) -> Path:
         return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / ARTIFACT_DIR
 
@@ -171,8 +176,11 @@ class _ModelOnData(FigureCallback):
 class DecisionBoundary(_ModelOnData):
     """``decision_boundary.png`` of a classifier on 2-D data: its class regions under the training points."""
 
+    def applies(self, pl_module: L.LightningModule, input_shape: tuple[int, ...] | None) -> bool:
+        return getattr(pl_module, "family", None) == "classification" and input_shape == (2,)
+
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if getattr(pl_module, "family", None) != "classification" or _input_shape(trainer) != (2,):
+        if not self.applies(pl_module, _input_shape(trainer)):
             return
         datamodule, classifier = _datamodule(trainer), cast(_Classifier, pl_module)
         assert datamodule is not None  # _input_shape found it
@@ -190,8 +198,11 @@ class DecisionBoundary(_ModelOnData):
 class FittedCurve(_ModelOnData):
     """``fitted_curve.png`` of a regression on 1-D data: the training points and the model's curve through them."""
 
+    def applies(self, pl_module: L.LightningModule, input_shape: tuple[int, ...] | None) -> bool:
+        return getattr(pl_module, "family", None) == "regression" and input_shape == (1,)
+
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if getattr(pl_module, "family", None) != "regression" or _input_shape(trainer) != (1,):
+        if not self.applies(pl_module, _input_shape(trainer)):
             return
         datamodule = _datamodule(trainer)
         assert datamodule is not None  # _input_shape found it
@@ -207,10 +218,13 @@ class FittedCurve(_ModelOnData):
 class ConfusionMatrix(FigureCallback):
     """``confusion_matrix.png`` at test end, from the matrix the classification module accumulated."""
 
+    def applies(self, pl_module: L.LightningModule, input_shape: tuple[int, ...] | None) -> bool:
+        return getattr(pl_module, "family", None) == "classification"
+
     @guarded
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         matrix = getattr(pl_module, "confusion_matrix", None)
-        if getattr(pl_module, "family", None) != "classification" or matrix is None:
+        if not self.applies(pl_module, _input_shape(trainer)) or matrix is None:
             return
         names = _class_names(_datamodule(trainer), len(matrix))
         self.publish_figure(trainer, "confusion_matrix.png", lambda: drawing.confusion_matrix(matrix.numpy(), names))
@@ -229,12 +243,13 @@ class MisclassifiedExamples(FigureCallback):
             raise ValueError(f"MisclassifiedExamples.max_images must be at least 1, got {max_images}")
         self.max_images = max_images
 
+    def applies(self, pl_module: L.LightningModule, input_shape: tuple[int, ...] | None) -> bool:
+        is_classifier = getattr(pl_module, "family", None) == "classification"
+        return is_classifier and input_shape is not None and len(input_shape) == 3
+
     @guarded
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        shape = _input_shape(trainer)
-        if getattr(pl_module, "family", None) != "classification" or shape is None or len(shape) != 3:
-            return
-        if not trainer.is_global_zero:
+        if not self.applies(pl_module, _input_shape(trainer)) or not trainer.is_global_zero:
             return
         datamodule = _datamodule(trainer)
         wrong = self._mistakes(pl_module, datamodule)
@@ -273,10 +288,13 @@ class AnsweredQuestions(FigureCallback):
             raise ValueError(f"AnsweredQuestions.count must be at least 1, got {count}")
         self.count = count
 
+    def applies(self, pl_module: L.LightningModule, input_shape: tuple[int, ...] | None) -> bool:
+        return getattr(pl_module, "family", None) == "sequence"
+
     @guarded
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = _datamodule(trainer)
-        if getattr(pl_module, "family", None) != "sequence" or datamodule is None or not trainer.is_global_zero:
+        if not self.applies(pl_module, None) or datamodule is None or not trainer.is_global_zero:
             return
         from pipeline.data.tokens import decode_ids
 
@@ -298,10 +316,13 @@ class RewardCurve(FigureCallback):
             raise ValueError(f"RewardCurve.window must be at least 1, got {window}")
         self.window, self.solved = window, solved
 
+    def applies(self, pl_module: L.LightningModule, input_shape: tuple[int, ...] | None) -> bool:
+        return getattr(pl_module, "family", None) == "dqn"
+
     @guarded
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         rewards = getattr(pl_module, "episode_rewards", None)
-        if getattr(pl_module, "family", None) != "dqn" or not rewards:
+        if not self.applies(pl_module, None) or not rewards:
             return
         env = getattr(getattr(trainer, "datamodule", None), "env", None)
         solved = self.solved
@@ -328,8 +349,7 @@ class GANProgress(FigureCallback):
         self.frames: list[Image.Image] = []
         self._last_step: int | None = None
 
-    @staticmethod
-    def applies(pl_module: L.LightningModule) -> bool:
+    def applies(self, pl_module: L.LightningModule, input_shape: tuple[int, ...] | None = None) -> bool:
         return callable(getattr(pl_module, "sample_grid", None))
 
     @staticmethod
