@@ -194,3 +194,15 @@ def test_the_scale_summary_pairs_repeats_and_writes_its_notes():
     assert result.targets[1].measured.startswith("1.028 (1.000–1.056)")
     assert "850.00 µs against 975.00 µs at 16×" in " ".join(result.notes)  # medians of (0.8, 0.9)/1000 s
     assert len(result.rows) == 5 and result.rows[-1]["training rows"] == "16,000"
+
+
+def test_the_callback_cost_bench_runs_each_list_and_keeps_a_table_classifiers_figures(tmp_path):
+    from bench.callback_cost import configured_callbacks, kept_for_a_table_classifier, measure
+
+    kept = kept_for_a_table_classifier(configured_callbacks(str(tmp_path))())
+    names = [type(c).__name__ for c in kept]
+    assert {"LossCurves", "ConfusionMatrix", "ModelCheckpoint", "TQDMProgressBar"} <= set(names)
+    assert not {"DecisionBoundary", "FittedCurve", "MisclassifiedExamples", "GANProgress"} & set(names)
+    times = measure(repeats=1, steps=3)
+    assert list(times) == ["no callbacks", "configured", "kept for a table classifier"]
+    assert all(value > 0 for value in times.values())

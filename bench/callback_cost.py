@@ -1,0 +1,113 @@
+"""What a training run's callbacks cost per step in Lightning's loop, apart from the network's own work.
+
+Lightning calls every hook of every callback at every step (about a dozen per step, each wrapped
+in a profiler context and a ``state_key``), whether or not the callback overrides it. This fits
+one tiny model (a linear layer, so the step's own kernels are small) with no callbacks, with the
+callbacks a preset's config lists, and with those that training keeps for a table classifier
+(``pipeline.train.instantiate_callbacks`` leaves out figures its model and data cannot have), in
+turns in one process, and prints CPU µs per step (medians):
+
+    python -m bench.callback_cost --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
+
+from pipeline.callbacks.figures import FigureCallback
+from pipeline.cli import config_dir
+
+
+class TinyClassifier(L.LightningModule):
+    """A linear layer on 50 features, 7 classes: a step whose kernels take a few µs."""
+
+    family = "classification"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(50, 7)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self.net(x), y)
+
+    def on_train_epoch_end(self) -> None:
+        self.log("val/loss", 1.0)  # what the configured checkpoints and early stopping monitor
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def configured_callbacks(work: str) -> Callable[[], list[L.Callback]]:
+    """A builder of the callbacks conf/train.yaml lists (writing under ``work``)."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={work}"])
+    return lambda: [instantiate(c) for c in cfg.callbacks.values() if c and "_target_" in c]
+
+
+def kept_for_a_table_classifier(callbacks: list[L.Callback]) -> list[L.Callback]:
+    """What training keeps of ``callbacks`` for a classifier of 50 features (as ``instantiate_callbacks``)."""
+    return [c for c in callbacks if not isinstance(c, FigureCallback) or c.applies(TinyClassifier(), (50,))]
+
+
+def cpu_us_per_step(callbacks: list[L.Callback], steps: int, work: str) -> float:
+    """One epoch of ``steps`` batches of 512 with ``callbacks``; the process's CPU µs per step."""
+    batches = [(torch.randn(512, 50), torch.randint(0, 7, (512,))) for _ in range(steps)]
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=callbacks,
+        logger=L.pytorch.loggers.CSVLogger(work) if callbacks else False,  # the LR monitor needs one
+        enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=any(isinstance(c, L.pytorch.callbacks.ProgressBar) for c in callbacks),
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=work,
+    )
+    start = time.process_time()
+    trainer.fit(TinyClassifier(), DataLoader(batches, batch_size=None))
+    return (time.process_time() - start) / steps * 1e6
+
+
+def measure(repeats: int, steps: int) -> dict[str, float]:
+    """Median CPU µs per step of each callback list, the lists run in turns."""
+    with tempfile.TemporaryDirectory() as work:
+        configured = configured_callbacks(work)
+        sides: dict[str, Callable[[], list[L.Callback]]] = {
+            "no callbacks": list,
+            "configured": configured,
+            "kept for a table classifier": lambda: kept_for_a_table_classifier(configured()),
+        }
+        times: dict[str, list[float]] = {name: [] for name in sides}
+        for _ in range(repeats):
+            for name, make in sides.items():
+                times[name].append(cpu_us_per_step(make(), steps, work))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=300)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+    for name, value in measure(args.repeats, args.steps).items():
+        print(f"{name:<30} {value:7.0f} CPU µs per step")
+
+
+if __name__ == "__main__":
+    main()
