@@ -120,6 +120,46 @@ def test_workers_opening_a_new_sqlite_study_storage_at_once_all_succeed(tmp_path
     assert optuna.load_study(study_name="demo", storage=url).study_name == study.study_name
 
 
+def test_a_parent_created_before_the_sweep_failed_to_start_ends_failed(tmp_path, mlflow_store, monkeypatch):
+    """The study's parent is created, then recording it on the study fails: the sweep stops before any job,
+    and the parent it created ends FAILED at once (not RUNNING until a later command reaps it)."""
+    from omegaconf import OmegaConf
+
+    from pipeline.tracking.run import PARENT_RUN_ENV, open_store
+    from pipeline.tracking.sweep import MlflowSweepCallback
+
+    monkeypatch.setenv(PARENT_RUN_ENV, "")  # undone after the test
+    monkeypatch.delenv(PARENT_RUN_ENV)
+
+    def refuse(*args: Any) -> None:
+        raise RuntimeError("the study storage went away")
+
+    monkeypatch.setattr(optuna.Study, "set_user_attr", refuse)
+    config = OmegaConf.create(
+        {
+            "logger": {"mlflow": {"_target_": "x", "tracking_uri": mlflow_store, "experiment_name": "spirals_mlp"}},
+            "paths": {"root_dir": str(REPO_ROOT)},
+            "hydra": {
+                "overrides": {"task": ["hparams_search=spirals_optuna"]},
+                "sweep": {"dir": str(tmp_path / "sweep")},
+                "launcher": {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"},
+                "sweeper": {
+                    "_target_": "pipeline.search.sweeper.OptunaSweeper",
+                    "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+                    "study_name": "demo",
+                    "direction": "maximize",
+                },
+            },
+        }
+    )
+    with pytest.raises(SystemExit):
+        MlflowSweepCallback().on_multirun_start(config)
+    client = open_store(mlflow_store)
+    (parent,) = client.search_runs([client.get_experiment_by_name("spirals_mlp").experiment_id])
+    assert parent.data.tags["pipeline.sweep"] == "parent" and parent.info.status == "FAILED"
+    assert PARENT_RUN_ENV not in os.environ
+
+
 def search_command(processed: Path, logs: Path, storage: str, *overrides: str, logger: str = "csv") -> list[str]:
     """``python -m pipeline.train hparams_search=spirals_optuna`` on study ``demo`` of ``storage``."""
     return train_command(

@@ -22,6 +22,7 @@ when a sweep tracks: Hydra builds this callback for every run.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import csv
 import io
 import json
@@ -57,9 +58,10 @@ class MlflowSweepCallback(Callback):
         if settings is None:
             return
         from pipeline.redact import redact_text
-        from pipeline.tracking.run import SHARED_OVERRIDES_ENV
+        from pipeline.tracking.run import PARENT_RUN_ENV, SHARED_OVERRIDES_ENV
 
         cli_overrides = list(cast(list[str], OmegaConf.to_container(config.hydra.overrides.task)))
+        inherited = os.environ.get(PARENT_RUN_ENV)
         try:
             run_id = open_parent(config, *settings, cli_overrides)
         except Exception as error:
@@ -72,11 +74,24 @@ class MlflowSweepCallback(Callback):
                 type(error).__name__,
                 redact_text(str(error)),
             )
+            self._end_half_opened(settings[0], inherited)
             raise SystemExit(1) from error
         os.environ[SHARED_OVERRIDES_ENV] = json.dumps(shared_overrides(cli_overrides))
         # Hydra calls on_multirun_end only when every job succeeded: otherwise this ends the parent.
         atexit.register(self._end_unfinished, config, run_id)
         log.info("MLflow parent run %s of sweep %s (experiment %s)", run_id, config.hydra.sweep.dir, settings[1])
+
+    @staticmethod
+    def _end_half_opened(uri: str, inherited: str | None) -> None:
+        """A parent this sweep created before the error (a study's attribute then failed to save) ends FAILED
+        now, not RUNNING until a later command reaps it."""
+        from pipeline.tracking.run import PARENT_RUN_ENV, end_run
+
+        run_id = os.environ.get(PARENT_RUN_ENV)
+        if run_id and run_id != inherited:
+            os.environ.pop(PARENT_RUN_ENV)
+            with contextlib.suppress(Exception):  # the store that just failed may fail again: the error is logged
+                end_run(uri, run_id, "FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish(config, "FINISHED")
