@@ -108,3 +108,19 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+@contextlib.contextmanager
+def sqlite_creation_lock(url: str) -> Iterator[None]:
+    """The block run under a file lock beside the ``sqlite:///<file>`` database, its folder made first: MLflow
+    and Optuna each create (and migrate) a new database in every process that opens it, and two processes
+    doing so at once fail (``table studies already exists``, ``duplicate column name``)."""
+    from filelock import FileLock
+
+    database = Path(url.removeprefix(SQLITE_PREFIX))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{database}.lock"):
+        yield

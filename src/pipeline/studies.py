@@ -17,38 +17,28 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
+from pipeline.atomic import SQLITE_PREFIX, sqlite_creation_lock
+
 STORAGE_ENV = "PIPELINE_OPTUNA_STORAGE"
 STUDY_ENV = "PIPELINE_OPTUNA_STUDY"
 TRIAL_ENV = "PIPELINE_OPTUNA_TRIAL"
 JOURNAL_PREFIX = "journal:"
-SQLITE_PREFIX = "sqlite:///"
 
 
 def open_storage(url: str | None) -> BaseStorage | str | None:
     """An RDB URL (``postgresql://...``) as Optuna takes it, a SQLite file's storage with its schema made
-    (``sqlite_storage``), ``journal:<file>`` as a JournalStorage on that file (safe for many processes on one
-    file system), None in memory."""
+    (under ``sqlite_creation_lock``), ``journal:<file>`` as a JournalStorage on that file (safe for many
+    processes on one file system), None in memory."""
     if not url:
         return None
     if url.startswith(JOURNAL_PREFIX):
         path = Path(url.removeprefix(JOURNAL_PREFIX))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    if url.startswith(SQLITE_PREFIX):
-        return sqlite_storage(url)
+    if url.startswith(SQLITE_PREFIX):  # two workers starting a study at once would both create its tables
+        with sqlite_creation_lock(url):
+            return RDBStorage(url)
     return url
-
-
-def sqlite_storage(url: str) -> RDBStorage:
-    """The storage of a SQLite file, opened under a file lock: Optuna creates a new database's tables and
-    stamps its schema version in every process that opens it, and two workers starting a study at once
-    fail (``table studies already exists``, ``UNIQUE constraint failed: alembic_version``)."""
-    from filelock import FileLock
-
-    database = Path(url.removeprefix(SQLITE_PREFIX))
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{database}.lock"):
-        return RDBStorage(url)
 
 
 PRUNERS = {

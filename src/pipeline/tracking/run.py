@@ -33,12 +33,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import SQLITE_PREFIX, sqlite_creation_lock
 from pipeline.redact import redact, redact_text
 from pipeline.tracking.processes import is_alive, is_local, process_identity
 
 log = logging.getLogger(__name__)
 
-SQLITE_PREFIX = "sqlite:///"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 OPTUNA_STATE_TAG = "optuna.state"  # PRUNED on the run of a trial the search's pruner stopped
@@ -93,7 +93,6 @@ def open_store(tracking_uri: str) -> Any:
     """An ``MlflowClient`` of the store, whose schema exists and is current before anyone else writes to it.
 
     Once per process and store: the logger, the run and a sweep's parent all ask for it."""
-    from filelock import FileLock
     from mlflow.tracking import MlflowClient
 
     if not tracking_uri.startswith(SQLITE_PREFIX):
@@ -102,9 +101,7 @@ def open_store(tracking_uri: str) -> Any:
         client = MlflowClient(tracking_uri)
         check_access(client, tracking_uri)
         return client
-    database = Path(tracking_uri.removeprefix(SQLITE_PREFIX))
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{database}.lock"):
+    with sqlite_creation_lock(tracking_uri):
         client = MlflowClient(tracking_uri)  # creates and migrates the schema (once per process)
         client.search_experiments(max_results=1)
     return client
