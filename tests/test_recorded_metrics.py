@@ -30,8 +30,7 @@ def test_weighted_mean_weighs_each_batch_by_its_size():
 
 
 def test_training_accuracy_and_macro_f1_match_sklearn_over_uneven_batches_with_a_class_missing():
-    """The training metrics skip torchmetrics' argument checks (pipeline.models.classification): the epoch's
-    values are still the accuracy and macro F1 of every training prediction, and equal the checked metrics'."""
+    """The epoch's training values are the accuracy and macro F1 of every training prediction."""
     from functools import partial
 
     from sklearn.metrics import accuracy_score, f1_score
@@ -50,11 +49,40 @@ def test_training_accuracy_and_macro_f1_match_sklearn_over_uneven_batches_with_a
             module.model_step((x[rows], y[rows]), "val")  # the same batches through the checked metrics
             predictions.append(module(x[rows]).argmax(1))
     predicted = torch.cat(predictions).numpy()
-    train, val = module.train_metrics.compute(), module.val_metrics.compute()
+    train, val = module.epoch_metrics("train").compute(), module.epoch_metrics("val").compute()
     assert float(train["train/acc"]) == pytest.approx(accuracy_score(y.numpy(), predicted))
     seen = sorted(set(y.tolist()) | set(predicted.tolist()))  # torchmetrics leaves out classes never seen
     assert float(train["train/f1"]) == pytest.approx(f1_score(y.numpy(), predicted, average="macro", labels=seen))
     assert torch.equal(train["train/acc"], val["val/acc"]) and torch.equal(train["train/f1"], val["val/f1"])
+
+
+@pytest.mark.parametrize("num_classes", [2, 5])  # binary (accuracy, F1, AUROC's kept scores) and multi-class
+def test_metric_updates_applied_32_batches_at_a_time_give_bitwise_the_values_of_one_update_per_batch(num_classes):
+    from functools import partial
+
+    from pipeline.models.classification import ClassificationModule
+    from pipeline.models.networks import mlp
+
+    torch.manual_seed(0)
+    module = ClassificationModule(
+        num_classes=num_classes, net=partial(mlp, hidden=[8]), input_shape=[3], optimizer=None
+    )
+    reference = module._metrics("train/")  # the same metrics, updated once per batch
+    x, y = torch.randn(523, 3), torch.randint(0, num_classes, (523,))
+    with torch.no_grad():
+        for rows in torch.arange(523).split(7):  # 75 batches: two groups of 32, then 11 (the last one partial)
+            module.model_step((x[rows], y[rows]), "train")
+            logits = module(x[rows])
+            reference.update(torch.sigmoid(logits[:, 0]) if num_classes == 2 else logits, y[rows])
+    assert len(module.pending_updates["train"].pending) == 11  # not yet in the metrics' states
+    grouped, expected = module.epoch_metrics("train").compute(), reference.compute()
+    assert sorted(grouped) == sorted(expected) == sorted(f"train/{name}" for name in expected_names(num_classes))
+    for name, value in expected.items():
+        assert torch.equal(grouped[name], value), name
+
+
+def expected_names(num_classes: int) -> list[str]:
+    return ["acc", "f1", "auroc"] if num_classes == 2 else ["acc", "f1"]
 
 
 def test_an_mse_regression_logs_loss_equal_to_mse_with_partial_batches(processed, tmp_path, mlflow_store):
@@ -113,10 +141,14 @@ def test_a_classifier_test_loss_is_the_cross_entropy_of_its_predictions(processe
         logits = module((x - mean) / std)
     if len(record["data"]["class_names"]) == 2:
         expected = F.binary_cross_entropy_with_logits(logits[:, 0], y.float()).item()  # the mean over all rows
+        predicted = (logits[:, 0] > 0).long()
     else:
         expected = F.cross_entropy(logits, y).item()
+        predicted = logits.argmax(1)
     assert len(y) % 32 != 0
     assert run.data.metrics["test/loss"] == pytest.approx(expected, rel=1e-5)
+    # two batches, fewer than the 32 whose metric updates are applied together: applied at the epoch's end
+    assert run.data.metrics["test/acc"] == pytest.approx((predicted == y).double().mean().item(), rel=1e-6)
 
 
 def test_gan_losses_per_epoch_are_the_weighted_means_of_its_batches(processed, tmp_path, mlflow_store):

@@ -124,13 +124,18 @@ class SupervisedModule(L.LightningModule):
     def _log_epoch(self, stage: str) -> None:
         """``<stage>/loss`` and the family's metrics over the epoch, then a fresh start for the next one."""
         loss: WeightedMean = getattr(self, f"{stage}_loss")
-        metrics: MetricCollection = getattr(self, f"{stage}_metrics")
+        metrics = self.epoch_metrics(stage)
         values = {f"{stage}/loss": loss.compute(), **metrics.compute()}
         loss.reset()
         metrics.reset()
         if stage == "train":
             self._check_finite(float(values["train/loss"]))
         self.log_dict(values, prog_bar=stage != "train", on_step=False, on_epoch=True)
+
+    def epoch_metrics(self, stage: str) -> MetricCollection:
+        """The stage's metric collection with every batch of the epoch so far counted in."""
+        metrics: MetricCollection = getattr(self, f"{stage}_metrics")
+        return metrics
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")
