@@ -7,7 +7,8 @@ probe's ``first_step`` (the probe ends the process there), against the whole wal
 That command's wall time includes the interpreter's exit (about 1.5 s of freeing torch's
 modules here), which the probe's ``os._exit`` skips, so two more rows say what the ratio
 hides: the same imports ended by ``os._exit`` (start-up only), and the training command
-with ``logger=csv`` (no MLflow: the cost of tracking's start-up).
+with ``logger=csv`` (no MLflow: the cost of tracking's start-up); and the imports with MLflow's
+client and SQLite store modules: the floor of any Lightning script that tracks into MLflow.
 (b) ``dvc repro`` with nothing to do: the image stages (bench/setup.py's ``images()`` has run
 them) and, when ``dvc status`` says everything is up to date, the whole pipeline.
 (c) A 4-job learning-rate sweep of a tiny CSV experiment (``bench_tiny``), one job after the
@@ -37,6 +38,8 @@ from bench.harness import (
 from bench.report import Result, range_target
 
 START_LIMIT = 1.5  # start → first step, as a multiple of `import torch, lightning`
+# What opening a run in MLflow's SQLite store imports (its package, then its database layer on the first client)
+MLFLOW_IMPORTS = "import mlflow.tracking, mlflow.store.tracking.sqlalchemy_store, sqlalchemy.dialects.sqlite"
 SWEEP_LRS = "1e-3,3e-3,1e-2,3e-2"
 SWEEP_EPOCHS = 3
 
@@ -81,6 +84,7 @@ def _start_up(result: Result, work: Path, repeats: int, log: Callable[[str], Non
         {
             "imports": imports("import torch, lightning"),
             "imports, no exit": imports("import os, torch, lightning; os._exit(0)"),
+            "imports and MLflow": imports(f"import torch, lightning; {MLFLOW_IMPORTS}"),
             "first step": first_step(),
             "first step, logger=csv": first_step("logger=csv"),
         },
@@ -88,6 +92,7 @@ def _start_up(result: Result, work: Path, repeats: int, log: Callable[[str], Non
         log,
     )
     base, start = median(runs["imports"]), median(runs["first step"])
+    tracked = median(runs["imports and MLflow"])
     ratio = start / base
     rows = [
         (
@@ -99,6 +104,11 @@ def _start_up(result: Result, work: Path, repeats: int, log: Callable[[str], Non
             "imports, no exit",
             "the same imports, ended by `os._exit(0)`",
             f"without the interpreter's exit: {start / median(runs['imports, no exit']):.2f}× this",
+        ),
+        (
+            "imports and MLflow",
+            "the same imports and MLflow's client and SQLite store (whole process)",
+            f"the floor of a Lightning script tracking into MLflow; the first step: {start / tracked:.2f}× this",
         ),
         (
             "first step",
