@@ -12,6 +12,7 @@ import atexit
 import functools
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,22 +72,32 @@ class TimingProbe(L.Callback):
 
 
 class MlflowClock:
-    """Seconds this process spends in MLflow: importing it, every ``MlflowClient`` call (Lightning's
-    logger and the pipeline's tracking both go through it), and the pipeline's tracking functions.
+    """Seconds this process's main thread spends in MLflow: importing it, every ``MlflowClient`` call
+    (Lightning's logger and the pipeline's tracking both go through it) and the pipeline's tracking
+    functions, the model's upload among them.
 
     Nested calls count once (the outermost). A client's constructor counts too ("open the store"):
     for a SQLite store it imports MLflow's database layer and checks the schema. Made before the
     run's logger exists (callbacks are built first), so the import of ``mlflow`` happens here and
-    is counted too. What this does not see is the Python work Lightning's logger does around the
-    calls: microseconds.
+    is counted too. Calls in other threads (MLflow's system-metrics monitor, every 10 s) are
+    summed apart, in ``background_s``: they run beside the training, slowing it only where they
+    compete for the cores (milliseconds a sample). What this does not see is the Python work Lightning's
+    logger does around the calls: microseconds.
     """
 
     # What the run's owner does beyond single client calls (timed as a whole, not per client call inside).
     TRACKING_METHODS = ("log_config", "log_model", "log_text", "log_artifact", "end")
 
     def __init__(self) -> None:
-        self.totals: dict[str, Any] = {"import_s": 0.0, "calls_s": 0.0, "calls": 0, "by_call_s": {}}
-        self._depth = 0
+        self.totals: dict[str, Any] = {
+            "import_s": 0.0,
+            "calls_s": 0.0,
+            "calls": 0,
+            "by_call_s": {},
+            "background_s": 0.0,
+            "by_background_call_s": {},
+        }
+        self._depth = threading.local()
         start = time.perf_counter()
         import mlflow  # noqa: F401  (the cost of the import is part of what tracking adds)
         from mlflow import MlflowClient
@@ -105,18 +116,25 @@ class MlflowClock:
     def _timed(self, function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            self._depth += 1
+            depth = getattr(self._depth, "value", 0)
+            self._depth.value = depth + 1
             start = time.perf_counter()
             try:
                 return function(*args, **kwargs)
             finally:
-                self._depth -= 1
-                if self._depth == 0:
-                    seconds = time.perf_counter() - start
-                    self.totals["calls_s"] += seconds
-                    self.totals["calls"] += 1
-                    by_call = self.totals["by_call_s"]
-                    name = "open the store" if function.__name__ == "__init__" else function.__name__
-                    by_call[name] = by_call.get(name, 0.0) + seconds
+                self._depth.value = depth
+                if depth == 0:
+                    self._add(function.__name__, time.perf_counter() - start)
 
         return timed
+
+    def _add(self, function_name: str, seconds: float) -> None:
+        name = "open the store" if function_name == "__init__" else function_name
+        if threading.current_thread() is threading.main_thread():
+            self.totals["calls_s"] += seconds
+            self.totals["calls"] += 1
+            by_call = self.totals["by_call_s"]
+        else:
+            self.totals["background_s"] += seconds
+            by_call = self.totals["by_background_call_s"]
+        by_call[name] = by_call.get(name, 0.0) + seconds

@@ -126,9 +126,15 @@ def measure(
                 for name, seconds in m.probe["mlflow"].get("by_call_s", {}).items():
                     calls.setdefault(name, []).append(seconds)
             biggest = sorted(calls.items(), key=lambda item: -median(item[1]))[:4]
+            background: dict[str, list[float]] = {}
+            for m in measured:
+                for name, seconds in m.probe["mlflow"].get("by_background_call_s", {}).items():
+                    background.setdefault(name, []).append(seconds)
             result.notes.append(
                 f"Where MLflow's time goes ({recipe.experiment}, medians): "
                 + ", ".join(f"{name} {median(values):.2f} s" for name, values in biggest)
+                + "; in other threads, beside the training (not in the share): "
+                + (", ".join(f"{name} {median(values):.2f} s" for name, values in background.items()) or "none")
                 + "."
             )
             result.targets.append(
@@ -143,9 +149,9 @@ def measure(
     result.notes += [
         f"{repeats} runs per recipe, interleaved. Each recipe tests once, after its last epoch: the time to the "
         "end of that epoch bounds the time to the first epoch at the accuracy from above.",
-        "MLflow share: seconds spent importing MLflow and inside MLflow's client and the pipeline's tracking "
-        "calls (run creation, params, tags, metrics, figures, checkpoint and model logging), divided by the "
-        "rest of the run's wall time.",
+        "MLflow share: seconds the main thread spends importing MLflow and inside MLflow's client and the "
+        "pipeline's tracking calls (run creation, params, tags, metrics, figures, checkpoint and model "
+        "logging), divided by the rest of the run's wall time.",
     ]
     return result
 

@@ -154,7 +154,7 @@ def test_the_overhead_ratio_pairs_repeats_and_is_judged_on_the_steadier_clock():
     assert overhead.paired_ratios(runs, "cpu", "bare") == pytest.approx([1.05, 1.0])
 
 
-def test_the_mlflow_clock_counts_opening_the_store_and_each_outermost_call_once(tmp_path):
+def test_the_mlflow_clock_counts_the_main_threads_outermost_calls_once_and_others_apart(tmp_path):
     # In a child process: the clock patches MlflowClient's methods for the whole process.
     script = f"""
 import json
@@ -163,6 +163,10 @@ clock = MlflowClock()
 from mlflow import MlflowClient
 client = MlflowClient("sqlite:///{tmp_path / "store.db"}")
 client.create_experiment("e")
+import threading
+worker = threading.Thread(target=client.search_experiments)  # the system-metrics monitor's: beside, not in
+worker.start()
+worker.join()
 print(json.dumps(clock.totals))
 """
     out = subprocess.run(
@@ -172,6 +176,7 @@ print(json.dumps(clock.totals))
     assert totals["import_s"] > 0 and set(totals["by_call_s"]) == {"open the store", "create_experiment"}
     assert totals["calls"] == 2  # the constructor's and create_experiment's inner client calls count once each
     assert totals["calls_s"] == pytest.approx(sum(totals["by_call_s"].values()))
+    assert set(totals["by_background_call_s"]) == {"search_experiments"} and totals["background_s"] > 0
 
 
 def test_the_scale_summary_pairs_repeats_and_writes_its_notes():

@@ -172,6 +172,49 @@ def test_a_terminated_training_ends_its_run_killed(processed, tmp_path, mlflow_s
     assert run.info.status == "KILLED", output[-3000:]
 
 
+def patched_upload(processed: Path, tmp_path: Path, mode: str) -> subprocess.Popen:
+    """A short training whose model upload hangs or fails (``tests.patched_upload``)."""
+    overrides = train_command(processed, tmp_path / "logs", *QUICK[:2], "callbacks=no_figures", "trainer.max_epochs=2")
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.patched_upload", mode, str(tmp_path / "uploading"), *overrides[3:]],
+        cwd=REPO_ROOT,
+        env=environment(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.mark.slow
+def test_a_training_killed_during_its_model_upload_never_ends_finished(processed, tmp_path, mlflow_store):
+    job = patched_upload(processed, tmp_path, "hang")
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "uploading").exists():  # the model upload began: fit and test are done
+        assert job.poll() is None, job.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "the training did not reach its model upload"
+        time.sleep(0.2)
+    (run,) = runs(mlflow_store)
+    assert run.info.status == "RUNNING" and "test/acc" in run.data.metrics
+    job.send_signal(signal.SIGKILL)
+    job.communicate(timeout=60)
+    (run,) = runs(mlflow_store)
+    assert run.info.status == "RUNNING"  # not FINISHED: the model never arrived
+    assert run_reap().returncode == 0
+    assert runs(mlflow_store)[0].info.status == "KILLED"
+
+
+@pytest.mark.slow
+def test_a_failed_model_upload_fails_the_run_and_the_command(processed, tmp_path, mlflow_store):
+    from tests.patched_upload import UPLOAD_ERROR
+
+    job = patched_upload(processed, tmp_path, "fail")
+    output = job.communicate(timeout=300)[0]
+    assert job.returncode != 0 and UPLOAD_ERROR in output, output[-3000:]
+    (run,) = runs(mlflow_store)
+    assert run.info.status == "FAILED" and "test/acc" in run.data.metrics  # the test ran; its numbers are kept
+    assert {a.path for a in MlflowClient(mlflow_store).list_artifacts(run.info.run_id)} >= {"model_summary.txt"}
+
+
 def test_resume_true_takes_the_newest_last_checkpoint_of_the_task(tmp_path):
     with pytest.raises(ModelConfigError, match=r"resume=true: no run of task_name=demo has a checkpoint"):
         newest_last_checkpoint(tmp_path, "demo")
