@@ -1,0 +1,58 @@
+"""The pipeline's seconds per epoch in an overhead case with parts of it switched off, in turns. (Not part of
+``make bench``.) Each variant is a set of Hydra overrides; ``default`` is the case as benchmarked:
+
+    python -m bench.ablate "MLP on a CSV table" --repeats 3 --epochs 3 \
+        --variant "callbacks=none" --variant "logger=csv" --variant "trainer.deterministic=false"
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+
+from bench import setup
+from bench.harness import Measured, interleave, pipeline_train, run
+from bench.overhead import cases, mean_epoch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("case", choices=[case.short for case in cases()])
+    parser.add_argument("--variant", action="append", default=[], help="space-separated overrides (repeatable)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    setup.all_data(())  # made once; no scaled copies
+    case = next(case for case in cases() if case.short == args.case)
+    steps = [f"+trainer.limit_train_batches={case.steps}"] if case.steps else []
+    work = setup.WORK / "ablate"
+    work.mkdir(parents=True, exist_ok=True)
+    probe = work / "probe.json"
+
+    def side(overrides: list[str]) -> Measured:
+        command = pipeline_train(
+            *case.pipeline,
+            *steps,
+            f"trainer.max_epochs={args.epochs}",
+            "test=false",
+            *overrides,
+            probe=probe,
+            work=work,
+        )
+        return run(command, env=setup.env(), probe=probe)
+
+    variants = {"default": [], **{variant: variant.split() for variant in args.variant}}
+    runs = interleave(
+        {name: functools.partial(side, overrides) for name, overrides in variants.items()}, args.repeats, print
+    )
+    for name, measured in runs.items():
+        cpu, wall = ([mean_epoch(m, clock) for m in measured] for clock in ("cpu", "wall"))
+        print(
+            f"{name}: CPU s/epoch {statistics.median(cpu):.3f} ({min(cpu):.3f}–{max(cpu):.3f}), "
+            f"wall {statistics.median(wall):.3f} ({min(wall):.3f}–{max(wall):.3f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
