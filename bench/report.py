@@ -73,9 +73,15 @@ class Result:
 
 
 def machine() -> dict[str, Any]:
+    """What the figures depend on: the CPU's model (its kernels), cores, threads, versions and any GPU."""
     import os
 
+    from pipeline.tracking.provenance import cpu_model_and_flags
+
+    model, flags = cpu_model_and_flags()
     return {
+        "cpu": model,
+        "cpu_flags": flags,
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -97,7 +103,7 @@ def write(results: list[Result], out_dir: Path, command: str, started: str, wall
     out_dir.mkdir(parents=True, exist_ok=True)
     info = machine()
     header = (
-        f"Measured by `{command}` on {started} ({info['cpus']} CPUs, torch {info['torch']}, "
+        f"Measured by `{command}` on {started} ({info['cpus']} CPUs, {info['cpu']}, torch {info['torch']}, "
         f"Python {info['python']}; {wall_s / 60:.1f} min in all). Medians of the repeats; "
         "ranges are min–max.\n"
     )

@@ -211,3 +211,12 @@ def test_the_callback_cost_bench_runs_each_list_and_keeps_a_table_classifiers_fi
     times = measure(repeats=1, steps=3)
     assert list(times) == ["no callbacks", "configured", "kept for a table classifier"]
     assert all(value > 0 for value in times.values())
+
+
+def test_the_results_name_the_cpu_they_were_measured_on(tmp_path):
+    from pipeline.tracking.provenance import cpu_model_and_flags
+
+    markdown = report.write([], tmp_path, "make bench", "2026-12-02 00:00 UTC", 60.0)
+    model = cpu_model_and_flags()[0]
+    assert model and f"CPUs, {model}, torch" in markdown.splitlines()[0]
+    assert json.loads((tmp_path / "results.json").read_text())["machine"]["cpu"] == model
