@@ -1,7 +1,7 @@
-"""``python -m pipeline.train`` with the MLflow model upload replaced, run as a real process by the lifecycle
-tests: ``hang`` marks a file and waits (a process to kill mid-upload), ``fail`` raises.
+"""Model uploads that hang or fail, for the lifecycle tests. As a module, ``python -m pipeline.train`` whose
+upload marks a file and then waits: a real process to kill mid-upload.
 
-    python -m tests.patched_upload hang <flag file> <overrides of pipeline.train...>
+    python -m tests.patched_upload <flag file> <overrides of pipeline.train...>
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def failing_upload(*args: Any, **kwargs: Any) -> str:
 
 
 if __name__ == "__main__":
-    mode, flag, *overrides = sys.argv[1:]
-    TrackedRun.log_model = hanging_upload(Path(flag)) if mode == "hang" else failing_upload  # type: ignore[method-assign]
+    flag, *overrides = sys.argv[1:]
+    TrackedRun.log_model = hanging_upload(Path(flag))  # type: ignore[method-assign]
     sys.argv = [sys.argv[0], *overrides]
     main()

@@ -17,8 +17,10 @@ from mlflow.tracking import MlflowClient
 from pipeline.errors import ModelConfigError
 from pipeline.models.checkpoints import newest_last_checkpoint
 from pipeline.tracking.provenance import cpu_model_and_flags
-from pipeline.tracking.run import PARENT_TAG
-from tests.conftest import REPO_ROOT, history, train_command
+from pipeline.tracking.run import PARENT_TAG, TrackedRun
+from pipeline.train import train
+from tests.conftest import REPO_ROOT, history, make_cfg, train_command
+from tests.patched_upload import UPLOAD_ERROR, failing_upload
 
 QUICK = [
     "experiment=spirals_mlp",
@@ -172,11 +174,11 @@ def test_a_terminated_training_ends_its_run_killed(processed, tmp_path, mlflow_s
     assert run.info.status == "KILLED", output[-3000:]
 
 
-def patched_upload(processed: Path, tmp_path: Path, mode: str) -> subprocess.Popen:
-    """A short training whose model upload hangs or fails (``tests.patched_upload``)."""
+def training_with_a_hanging_upload(processed: Path, tmp_path: Path) -> subprocess.Popen:
+    """A short training, in its own process, whose model upload never ends (``tests.patched_upload``)."""
     overrides = train_command(processed, tmp_path / "logs", *QUICK[:2], "callbacks=no_figures", "trainer.max_epochs=2")
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.patched_upload", mode, str(tmp_path / "uploading"), *overrides[3:]],
+        [sys.executable, "-m", "tests.patched_upload", str(tmp_path / "uploading"), *overrides[3:]],
         cwd=REPO_ROOT,
         env=environment(),
         text=True,
@@ -187,7 +189,7 @@ def patched_upload(processed: Path, tmp_path: Path, mode: str) -> subprocess.Pop
 
 @pytest.mark.slow
 def test_a_training_killed_during_its_model_upload_never_ends_finished(processed, tmp_path, mlflow_store):
-    job = patched_upload(processed, tmp_path, "hang")
+    job = training_with_a_hanging_upload(processed, tmp_path)
     deadline = time.monotonic() + 300
     while not (tmp_path / "uploading").exists():  # the model upload began: fit and test are done
         assert job.poll() is None, job.communicate()[0][-3000:]
@@ -203,13 +205,11 @@ def test_a_training_killed_during_its_model_upload_never_ends_finished(processed
     assert runs(mlflow_store)[0].info.status == "KILLED"
 
 
-@pytest.mark.slow
-def test_a_failed_model_upload_fails_the_run_and_the_command(processed, tmp_path, mlflow_store):
-    from tests.patched_upload import UPLOAD_ERROR
-
-    job = patched_upload(processed, tmp_path, "fail")
-    output = job.communicate(timeout=300)[0]
-    assert job.returncode != 0 and UPLOAD_ERROR in output, output[-3000:]
+def test_a_failed_model_upload_fails_the_run_and_the_training(processed, tmp_path, mlflow_store, monkeypatch):
+    monkeypatch.setattr(TrackedRun, "log_model", failing_upload)
+    cfg = make_cfg(processed, tmp_path, "logger=mlflow", *QUICK[:2], "callbacks=no_figures", "trainer.max_epochs=2")
+    with pytest.raises(RuntimeError, match=UPLOAD_ERROR):
+        train(cfg)
     (run,) = runs(mlflow_store)
     assert run.info.status == "FAILED" and "test/acc" in run.data.metrics  # the test ran; its numbers are kept
     assert {a.path for a in MlflowClient(mlflow_store).list_artifacts(run.info.run_id)} >= {"model_summary.txt"}
