@@ -12,8 +12,8 @@ import functools
 import statistics
 
 from bench import setup
-from bench.harness import Measured, interleave, pipeline_train, run
-from bench.overhead import cases, mean_epoch
+from bench.harness import Measured, interleave, run
+from bench.overhead import case_named, cases, mean_epoch
 
 
 def main() -> None:
@@ -24,23 +24,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
     setup.all_data(())  # made once; no scaled copies
-    case = next(case for case in cases() if case.short == args.case)
-    steps = [f"+trainer.limit_train_batches={case.steps}"] if case.steps else []
+    case = case_named(args.case)
     work = setup.WORK / "ablate"
     work.mkdir(parents=True, exist_ok=True)
     probe = work / "probe.json"
 
     def side(overrides: list[str]) -> Measured:
-        command = pipeline_train(
-            *case.pipeline,
-            *steps,
-            f"trainer.max_epochs={args.epochs}",
-            "test=false",
-            *overrides,
-            probe=probe,
-            work=work,
-        )
-        return run(command, env=setup.env(), probe=probe)
+        return run(case.pipeline_command(args.epochs, work, *overrides, probe=probe), env=setup.env(), probe=probe)
 
     variants = {"default": [], **{variant: variant.split() for variant in args.variant}}
     runs = interleave(

@@ -23,8 +23,8 @@ import lightning as L
 from torch.profiler import ProfilerActivity, profile
 
 from bench import setup
-from bench.harness import pipeline_train, python
-from bench.overhead import cases
+from bench.harness import python
+from bench.overhead import case_named, cases
 
 
 class OpProfile(L.Callback):
@@ -82,20 +82,16 @@ def main() -> None:
         profile_bare(args.bare[0], args.bare[1:])
         return
     setup.all_data(())
-    case = next(case for case in cases() if case.short == args.case)
+    case = case_named(args.case)
     work = setup.WORK / "op_profile"
     work.mkdir(parents=True, exist_ok=True)
-    steps = ["--steps-per-epoch", str(case.steps)] if case.steps else []
     for repeat in range(args.repeats):
         out = work / f"pipeline{repeat}.json"
         callback = f"+callbacks.op_profile={{_target_: bench.op_profile.OpProfile, path: '{out}'}}"
-        limit = [f"+trainer.limit_train_batches={case.steps}"] if case.steps else []
-        command = pipeline_train(
-            *case.pipeline, *limit, "trainer.max_epochs=1", "test=false", *args.override, callback, work=work
-        )
+        command = case.pipeline_command(1, work, *args.override, callback)
         subprocess.run(command, env=setup.env(), check=True, capture_output=True)
-        bare = [*case.plain, *steps, "--epochs", "1", "--out", str(work / "probe.json")]
-        command = [python(), "-m", "bench.op_profile", args.case, "--bare", str(work / f"bare{repeat}.json"), *bare]
+        bare = [str(work / f"bare{repeat}.json"), *case.baseline_args(1, work / "probe.json")]
+        command = [python(), "-m", "bench.op_profile", args.case, "--bare", *bare]
         subprocess.run(command, env=setup.env(), check=True, capture_output=True)
     report(*(medians([work / f"{side}{r}.json" for r in range(args.repeats)]) for side in ("pipeline", "bare")))
 

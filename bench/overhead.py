@@ -16,6 +16,7 @@ import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench import setup
 from bench.harness import Measured, interleave, median, per_repeat_ratios, pipeline_train, python, run, spread
@@ -31,8 +32,25 @@ class Case:
     pipeline: list[str]  # overrides of python -m pipeline.train
     plain: list[str]  # arguments of bench.plain_loop
 
+    def pipeline_command(self, epochs: int, work: Path, *overrides: str, probe: Path | None = None) -> list[str]:
+        """``python -m pipeline.train`` of this case as benchmarked (its step limit, no test pass), then
+        ``overrides``."""
+        steps = [f"+trainer.limit_train_batches={self.steps}"] if self.steps else []
+        settings = [*self.pipeline, *steps, f"trainer.max_epochs={epochs}", "test=false"]
+        return pipeline_train(*settings, *overrides, probe=probe, work=work)
+
+    def baseline_args(self, epochs: int, out: Path) -> list[str]:
+        """The arguments of ``bench.plain_loop`` and ``bench.bare_lightning`` for this case."""
+        steps = ["--steps-per-epoch", str(self.steps)] if self.steps else []
+        return [*self.plain, *steps, "--epochs", str(epochs), "--out", str(out)]
+
 
 STEPS = 200  # of MNIST's 430 batches of 128: the CNN cases' epochs, to keep `make bench` under 20 minutes
+
+
+def case_named(short: str) -> Case:
+    """The case whose targets-table label is ``short`` (the investigation tools take it by that name)."""
+    return next(case for case in cases() if case.short == short)
 
 
 def cases() -> list[Case]:
@@ -125,24 +143,11 @@ def measure(repeats: int, log: Callable[[str], None] = print, epochs: int = 1) -
     for case in cases():
         log(f"overhead: {case.label}")
 
-        pipeline_steps = [f"+trainer.limit_train_batches={case.steps}"] if case.steps else []
-        plain_steps = ["--steps-per-epoch", str(case.steps)] if case.steps else []
+        def pipeline(case: Case = case) -> Measured:
+            return run(case.pipeline_command(epochs, work, probe=probe), env=setup.env(), probe=probe)
 
-        def pipeline(case: Case = case, steps: list[str] = pipeline_steps) -> Measured:
-            return run(
-                pipeline_train(
-                    *case.pipeline, *steps, f"trainer.max_epochs={epochs}", "test=false", probe=probe, work=work
-                ),
-                env=setup.env(),
-                probe=probe,
-            )
-
-        def baseline(module: str, case: Case = case, steps: list[str] = plain_steps) -> Measured:
-            return run(
-                [python(), "-m", module, *case.plain, *steps, "--epochs", str(epochs), "--out", str(probe)],
-                env=setup.env(),
-                probe=probe,
-            )
+        def baseline(module: str, case: Case = case) -> Measured:
+            return run([python(), "-m", module, *case.baseline_args(epochs, probe)], env=setup.env(), probe=probe)
 
         sides = {
             "plain": functools.partial(baseline, "bench.plain_loop"),

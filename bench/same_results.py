@@ -17,19 +17,23 @@ import torch
 
 from bench import setup
 
-SHORT = ["trainer.max_epochs=2", "+trainer.limit_train_batches=20", "+trainer.limit_val_batches=5"]
-SHORT_TEST = [*SHORT, "+trainer.limit_test_batches=5"]
+SHORT = [
+    "trainer.max_epochs=2",
+    "+trainer.limit_train_batches=20",
+    "+trainer.limit_val_batches=5",
+    "+trainer.limit_test_batches=5",
+]
 AGENT = ["data.datamodule.steps_per_epoch=200", "data.datamodule.warm_up_steps=200", "trainer.max_epochs=2"]
 # in dvc.yaml's order: a GAN and a transfer are scored by, or start from, checkpoints of earlier ones
 EXPERIMENTS = {
-    "mnist_cnn": SHORT_TEST,
-    "mnist_digits_0_4": SHORT_TEST,
-    "spirals_logistic": SHORT_TEST,
-    "spirals_mlp": SHORT_TEST,
-    "line_regression": SHORT_TEST,
-    "addition_rnn": SHORT_TEST,
-    "mnist_gan": SHORT_TEST,
-    "mnist_transfer_5_9": SHORT_TEST,
+    "mnist_cnn": SHORT,
+    "mnist_digits_0_4": SHORT,
+    "spirals_logistic": SHORT,
+    "spirals_mlp": SHORT,
+    "line_regression": SHORT,
+    "addition_rnn": SHORT,
+    "mnist_gan": SHORT,
+    "mnist_transfer_5_9": SHORT,
     "cartpole_dqn": AGENT,
 }
 NEEDS = {

@@ -121,15 +121,12 @@ def measure(
             "mlflow_s": mlflow,
         }
         if mlflow_target and shares and recipe is recipes[0]:
-            calls: dict[str, list[float]] = {"import mlflow": [m.probe["mlflow"]["import_s"] for m in measured]}
-            for m in measured:
-                for name, seconds in m.probe["mlflow"].get("by_call_s", {}).items():
-                    calls.setdefault(name, []).append(seconds)
+            calls = {
+                "import mlflow": [m.probe["mlflow"]["import_s"] for m in measured],
+                **_by_call(measured, "by_call_s"),
+            }
             biggest = sorted(calls.items(), key=lambda item: -median(item[1]))[:4]
-            background: dict[str, list[float]] = {}
-            for m in measured:
-                for name, seconds in m.probe["mlflow"].get("by_background_call_s", {}).items():
-                    background.setdefault(name, []).append(seconds)
+            background = _by_call(measured, "by_background_call_s")
             result.notes.append(
                 f"Where MLflow's time goes ({recipe.experiment}, medians): "
                 + ", ".join(f"{name} {median(values):.2f} s" for name, values in biggest)
@@ -154,6 +151,15 @@ def measure(
         "logging), divided by the rest of the run's wall time.",
     ]
     return result
+
+
+def _by_call(measured: list[Measured], key: str) -> dict[str, list[float]]:
+    """The MLflow clock's seconds by call name (its ``key`` totals), one value per run that made the call."""
+    calls: dict[str, list[float]] = {}
+    for m in measured:
+        for name, seconds in m.probe["mlflow"].get(key, {}).items():
+            calls.setdefault(name, []).append(seconds)
+    return calls
 
 
 def _accuracy_target(recipe: Recipe, accuracies: list[float], to_epoch: list[float], name: str, limit: str) -> Target:
