@@ -2,7 +2,7 @@
 two overrides: their ``metrics.json``, ``history.csv`` and last weights compared byte for byte. (Not part of
 ``make bench``: a check for a change meant to be faster only. Needs the experiments' processed data.)
 
-    python -m bench.same_results tune_allocator=true tune_allocator=false
+    python -m bench.same_results fill_uninitialized_memory=true fill_uninitialized_memory=false
 """
 
 from __future__ import annotations

@@ -54,13 +54,20 @@ def test_a_short_run_improves_on_the_initial_model(processed, tmp_path, data, mo
 
 
 def test_cpu_runs_repeat_bit_for_bit(processed, tmp_path):
-    def weights(run: str, seed: int) -> dict[str, torch.Tensor]:
-        cfg = make_cfg(processed, tmp_path / run, "data=mnist", "model=lenet", "trainer.max_epochs=2", f"seed={seed}")
+    def weights(run: str, seed: int, *overrides: str) -> dict[str, torch.Tensor]:
+        cfg = make_cfg(
+            processed, tmp_path / run, "data=mnist", "model=lenet", "trainer.max_epochs=2", f"seed={seed}", *overrides
+        )
         train(cfg)
         return torch.load(tmp_path / run / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
-    first, second, other_seed = weights("a", 7), weights("b", 7), weights("c", 8)
-    assert all(torch.equal(first[k], second[k]) for k in first)
+    first = weights("a", 7)
+    assert torch.utils.deterministic.fill_uninitialized_memory is False  # the default: no NaN fill of new tensors
+    second, other_seed = weights("b", 7), weights("c", 8)
+    # torch's NaN fill of new tensors (its default under deterministic mode) changes nothing but the time taken
+    filled = weights("d", 7, "fill_uninitialized_memory=true")
+    assert torch.utils.deterministic.fill_uninitialized_memory is True
+    assert all(torch.equal(first[k], second[k]) and torch.equal(first[k], filled[k]) for k in first)
     assert not all(torch.equal(first[k], other_seed[k]) for k in first)
 
 

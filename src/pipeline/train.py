@@ -81,9 +81,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def configure_process(cfg: DictConfig) -> None:
-    """The C allocator's thresholds, torch's thread count and GPU check, before any tensor work."""
+    """The C allocator's thresholds, torch's thread count and GPU check, before any tensor work; and whether
+    deterministic mode fills new tensors with NaN (``fill_uninitialized_memory`` in conf/train.yaml)."""
     if cfg.get("tune_allocator", True):
         tune_allocator()
+    fill = bool(cfg.get("fill_uninitialized_memory", False))
+    torch.utils.deterministic.fill_uninitialized_memory = fill  # type: ignore[attr-defined]
     drop_nvml_check_without_gpu()
     if cfg.get("threads"):  # parallel sweep jobs: one or few threads each, not one per core each
         torch.set_num_threads(int(cfg.threads))
