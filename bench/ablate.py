@@ -3,6 +3,11 @@
 
     python -m bench.ablate "MLP on a CSV table" --repeats 3 --epochs 3 \
         --variant "callbacks=none" --variant "logger=csv" --variant "trainer.deterministic=false"
+
+``--floors`` adds the plain loop, bare Lightning, and the pipeline's module under bare Lightning
+(``bench.bare_lightning --module pipeline``) to the turns: plain → bare is Lightning's loop, bare → bare with
+the pipeline's module is the module's code, and the rest up to ``default`` is the pipeline's trainer
+(callbacks, logger, datamodule, settings).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import functools
 import statistics
 
 from bench import setup
-from bench.harness import Measured, interleave, run
+from bench.harness import Measured, interleave, python, run
 from bench.overhead import case_named, cases, mean_epoch
 
 
@@ -22,6 +27,7 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], help="space-separated overrides (repeatable)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--floors", action="store_true", help="also the plain loop, bare Lightning and bare + module")
     args = parser.parse_args()
     setup.all_data(())  # made once; no scaled copies
     case = case_named(args.case)
@@ -32,10 +38,17 @@ def main() -> None:
     def side(overrides: list[str]) -> Measured:
         return run(case.pipeline_command(args.epochs, work, *overrides, probe=probe), env=setup.env(), probe=probe)
 
+    def baseline(module: str, *extra: str) -> Measured:
+        command = [python(), "-m", module, *case.baseline_args(args.epochs, probe), *extra]
+        return run(command, env=setup.env(), probe=probe)
+
     variants = {"default": [], **{variant: variant.split() for variant in args.variant}}
-    runs = interleave(
-        {name: functools.partial(side, overrides) for name, overrides in variants.items()}, args.repeats, print
-    )
+    sides = {name: functools.partial(side, overrides) for name, overrides in variants.items()}
+    if args.floors:
+        sides["plain loop"] = functools.partial(baseline, "bench.plain_loop")
+        sides["bare Lightning"] = functools.partial(baseline, "bench.bare_lightning")
+        sides["bare + pipeline module"] = functools.partial(baseline, "bench.bare_lightning", "--module", "pipeline")
+    runs = interleave(sides, args.repeats, print)
     for name, measured in runs.items():
         cpu, wall = ([mean_epoch(m, clock) for m in measured] for clock in ("cpu", "wall"))
         print(

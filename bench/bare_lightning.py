@@ -8,11 +8,17 @@ Lightning's loop itself costs; the pipeline's against this is what the pipeline 
 
     python -m bench.bare_lightning --processed-dir datasets/processed/mnist --net tiny_cnn \
         --optimizer adam --lr 0.001 --batch-size 128 --epochs 2 --out bare.json
+
+``--module pipeline`` trains the pipeline's own ``ClassificationModule`` (its loss mean, metric updates and
+epoch logging) on the same tensors under the same bare trainer: what the pipeline's module code adds, apart
+from its trainer's callbacks, logger, datamodule and settings (``bench.ablate --floors``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -20,8 +26,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from bench.plain_loop import arguments, prepare
+from bench.plain_loop import Setup, arguments, prepare
 from bench.probes import TimingProbe
+from pipeline.models.classification import ClassificationModule
 
 
 class BareModule(L.LightningModule):
@@ -64,8 +71,23 @@ def batches(tensors: tuple[torch.Tensor, torch.Tensor], batch_size: int, shuffle
     return DataLoader(TensorDataset(*tensors), sampler=sampler, batch_size=None)
 
 
+def pipeline_module(setup: Setup, processed_dir: Path) -> ClassificationModule:
+    """The pipeline's classifier around the baseline's own network and optimizer."""
+    meta = json.loads((processed_dir / "meta.json").read_text())
+    if len(meta["class_names"]) < 3:  # the baseline's net has an output per class, the pipeline's binary head one
+        raise SystemExit(f"--module pipeline needs 3 or more classes; {processed_dir} has {len(meta['class_names'])}")
+    return ClassificationModule(
+        len(meta["class_names"]),
+        net=lambda **_: setup.net,
+        input_shape=meta["input_shape"],
+        optimizer=lambda params: setup.optimizer,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = arguments(__doc__.splitlines()[0]).parse_args(argv)
+    parser = arguments(__doc__.splitlines()[0])
+    parser.add_argument("--module", choices=["bare", "pipeline"], default="bare")
+    args = parser.parse_args(argv)
     setup = prepare(args)
     trainer = L.Trainer(
         accelerator="cpu",
@@ -79,8 +101,10 @@ def main(argv: list[str] | None = None) -> None:
         enable_model_summary=False,
         callbacks=[TimingProbe(str(args.out))],
     )
+    bare = args.module == "bare"
+    module = BareModule(setup.net, setup.optimizer) if bare else pipeline_module(setup, args.processed_dir)
     trainer.fit(
-        BareModule(setup.net, setup.optimizer),
+        module,
         train_dataloaders=batches(setup.train, args.batch_size, shuffle=True),
         val_dataloaders=batches(setup.val, args.batch_size, shuffle=False),
     )
