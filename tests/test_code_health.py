@@ -17,6 +17,7 @@ LAYERS = {
     "pipeline.atomic": 0,
     "pipeline.allocator": 0,
     "pipeline.gpu_probe": 0,
+    "pipeline.process_settings": 0,
     "pipeline.redact": 0,
     "pipeline.studies": 0,
     "pipeline.data": 1,

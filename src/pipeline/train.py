@@ -14,12 +14,10 @@ import shutil
 from typing import Any, cast
 
 import lightning as L
-import torch
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.allocator import tune_allocator
 from pipeline.atomic import atomic_path, save_json
 from pipeline.callbacks.checkpoint_record import RecordPipelineConfig
 from pipeline.callbacks.figures import FigureCallback
@@ -29,7 +27,6 @@ from pipeline.config_schema import validate
 from pipeline.data.datamodule import ArrayDataModule
 from pipeline.data.spec import DatasetSpec
 from pipeline.errors import ModelConfigError, build
-from pipeline.gpu_probe import drop_nvml_check_without_gpu
 from pipeline.models.checkpoints import (
     check_family,
     checkpoint_record,
@@ -37,6 +34,7 @@ from pipeline.models.checkpoints import (
     newest_last_checkpoint,
     read_checkpoint,
 )
+from pipeline.process_settings import configure_process
 from pipeline.tracking.logger import track_run
 
 log = logging.getLogger(__name__)
@@ -78,18 +76,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("metrics_file"):
         save_json(cfg.metrics_file, {k: v for k, v in sorted(metrics.items()) if k.startswith(("test/", "fit/"))})
     return metrics
-
-
-def configure_process(cfg: DictConfig) -> None:
-    """The C allocator's thresholds, torch's thread count and GPU check, before any tensor work; and whether
-    deterministic mode fills new tensors with NaN (``fill_uninitialized_memory`` in conf/train.yaml)."""
-    if cfg.get("tune_allocator", True):
-        tune_allocator()
-    fill = bool(cfg.get("fill_uninitialized_memory", False))
-    torch.utils.deterministic.fill_uninitialized_memory = fill  # type: ignore[attr-defined]
-    drop_nvml_check_without_gpu()
-    if cfg.get("threads"):  # parallel sweep jobs: one or few threads each, not one per core each
-        torch.set_num_threads(int(cfg.threads))
 
 
 def build_model(cfg: DictConfig, spec: DatasetSpec) -> L.LightningModule:
