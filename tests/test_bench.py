@@ -104,6 +104,22 @@ def test_bare_lightning_trains_the_plain_loops_setup_and_times_epochs_like_the_p
     assert sorted(torch.cat(batches).tolist()) == list(range(10))
 
 
+def test_bare_lightning_can_train_the_pipelines_own_module_on_the_same_setup(processed, tmp_path):
+    """``--module pipeline`` (bench.ablate --floors): the pipeline's classifier around the baseline's net."""
+    from bench import bare_lightning, plain_loop
+
+    args = ["--processed-dir", str(processed / "mnist"), "--net", "tiny_cnn", "--batch-size", "16", "--lr", "0.01"]
+    out = tmp_path / "module.json"
+    bare_lightning.main([*args, "--epochs", "2", "--steps-per-epoch", "3", "--module", "pipeline", "--out", str(out)])
+    assert len(json.loads(out.read_text())["epochs"]) == 2
+    setup = plain_loop.prepare(plain_loop.arguments("").parse_args([*args, "--out", str(out)]))
+    module = bare_lightning.pipeline_module(setup, processed / "mnist")
+    assert module.net is setup.net and module.num_classes == 10
+    binary = ["--processed-dir", str(processed / "spirals"), "--net", "mlp", "--module", "pipeline"]
+    with pytest.raises(SystemExit, match="needs 3 or more classes"):
+        bare_lightning.main([*binary, "--out", str(out)])
+
+
 def test_the_bench_runner_refuses_a_zero_repeat_count(capsys):
     from bench.__main__ import main
 
