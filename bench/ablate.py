@@ -17,7 +17,7 @@ import functools
 import statistics
 
 from bench import setup
-from bench.harness import Measured, interleave, python, run
+from bench.harness import Measured, interleave, run
 from bench.overhead import case_named, cases, mean_epoch
 
 
@@ -39,8 +39,7 @@ def main() -> None:
         return run(case.pipeline_command(args.epochs, work, *overrides, probe=probe), env=setup.env(), probe=probe)
 
     def baseline(module: str, *extra: str) -> Measured:
-        command = [python(), "-m", module, *case.baseline_args(args.epochs, probe), *extra]
-        return run(command, env=setup.env(), probe=probe)
+        return run(case.baseline_command(module, args.epochs, probe, *extra), env=setup.env(), probe=probe)
 
     variants = {"default": [], **{variant: variant.split() for variant in args.variant}}
     sides = {name: functools.partial(side, overrides) for name, overrides in variants.items()}

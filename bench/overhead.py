@@ -44,6 +44,10 @@ class Case:
         steps = ["--steps-per-epoch", str(self.steps)] if self.steps else []
         return [*self.plain, *steps, "--epochs", str(epochs), "--out", str(out)]
 
+    def baseline_command(self, module: str, epochs: int, out: Path, *extra: str) -> list[str]:
+        """``python -m <module>`` (``bench.plain_loop`` or ``bench.bare_lightning``) on this case, then ``extra``."""
+        return [python(), "-m", module, *self.baseline_args(epochs, out), *extra]
+
 
 STEPS = 200  # of MNIST's 430 batches of 128: the CNN cases' epochs, to keep `make bench` under 20 minutes
 
@@ -147,7 +151,7 @@ def measure(repeats: int, log: Callable[[str], None] = print, epochs: int = 1) -
             return run(case.pipeline_command(epochs, work, probe=probe), env=setup.env(), probe=probe)
 
         def baseline(module: str, case: Case = case) -> Measured:
-            return run([python(), "-m", module, *case.baseline_args(epochs, probe)], env=setup.env(), probe=probe)
+            return run(case.baseline_command(module, epochs, probe), env=setup.env(), probe=probe)
 
         sides = {
             "plain": functools.partial(baseline, "bench.plain_loop"),
