@@ -5,9 +5,10 @@ in a profiler context and a ``state_key``), whether or not the callback override
 one tiny model (a linear layer, so the step's own kernels are small) with no callbacks, with the
 callbacks a preset's config lists, and with those that training keeps for a table classifier
 (``pipeline.train.instantiate_callbacks`` leaves out figures its model and data cannot have), in
-turns in one process, and prints CPU µs per step (medians):
+turns in one process, and prints CPU µs per step (medians). ``--each`` adds the CSV logger alone
+and each kept callback alone (with that logger, which the LR monitor needs):
 
-    python -m bench.callback_cost --repeats 5
+    python -m bench.callback_cost --repeats 5 [--each]
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from torch.utils.data import DataLoader
 
 from pipeline.callbacks.figures import FigureCallback
 from pipeline.cli import config_dir
+
+LOGGER_ONLY = "CSV logger only"  # the side with no callbacks and the logger the others have
 
 
 class TinyClassifier(L.LightningModule):
@@ -63,37 +66,70 @@ def kept_for_a_table_classifier(callbacks: list[L.Callback]) -> list[L.Callback]
     return [c for c in callbacks if not isinstance(c, FigureCallback) or c.applies(TinyClassifier(), (50,))]
 
 
-def cpu_us_per_step(callbacks: list[L.Callback], steps: int, work: str) -> float:
-    """One epoch of ``steps`` batches of 512 with ``callbacks``; the process's CPU µs per step."""
+class StepClock(L.Callback):
+    """The process's CPU time at the start of every training batch. Timing from the first batch's start to
+    the last one's counts whole steps only: what callbacks do once a fit (a figure drawn at its end, a
+    checkpoint saved) is left out, rather than spread over the steps."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self.starts.append(time.process_time())
+
+    def us_per_step(self) -> float:
+        return (self.starts[-1] - self.starts[0]) / (len(self.starts) - 1) * 1e6
+
+
+def cpu_us_per_step(callbacks: list[L.Callback], steps: int, work: str, logger: bool | None = None) -> float:
+    """One epoch of ``steps`` batches of 512 with ``callbacks``; the process's CPU µs per step. A CSV logger
+    comes with any callbacks (the LR monitor needs one) unless ``logger`` says otherwise."""
     batches = [(torch.randn(512, 50), torch.randint(0, 7, (512,))) for _ in range(steps)]
+    with_logger = bool(callbacks) if logger is None else logger
+    clock = StepClock()
     trainer = L.Trainer(
         max_epochs=1,
-        callbacks=callbacks,
-        logger=L.pytorch.loggers.CSVLogger(work) if callbacks else False,  # the LR monitor needs one
+        callbacks=[clock, *callbacks],
+        logger=L.pytorch.loggers.CSVLogger(work) if with_logger else False,
         enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),
         enable_progress_bar=any(isinstance(c, L.pytorch.callbacks.ProgressBar) for c in callbacks),
         enable_model_summary=False,
         limit_val_batches=0,
         default_root_dir=work,
     )
-    start = time.process_time()
     trainer.fit(TinyClassifier(), DataLoader(batches, batch_size=None))
-    return (time.process_time() - start) / steps * 1e6
+    return clock.us_per_step()
 
 
-def measure(repeats: int, steps: int) -> dict[str, float]:
+def one_at_a_time(kept: Callable[[], list[L.Callback]]) -> dict[str, Callable[[], list[L.Callback]]]:
+    """A side per callback of ``kept()``, named by its class (and position, for two of one class)."""
+    names = [type(c).__name__ for c in kept()]
+    return {
+        f"only {name}" + (f" #{index}" if names.count(name) > 1 else ""): (lambda index=index: [kept()[index]])
+        for index, name in enumerate(names)
+    }
+
+
+def measure(repeats: int, steps: int, each: bool = False) -> dict[str, float]:
     """Median CPU µs per step of each callback list, the lists run in turns."""
     with tempfile.TemporaryDirectory() as work:
         configured = configured_callbacks(work)
+
+        def kept() -> list[L.Callback]:
+            return kept_for_a_table_classifier(configured())
+
         sides: dict[str, Callable[[], list[L.Callback]]] = {
             "no callbacks": list,
             "configured": configured,
-            "kept for a table classifier": lambda: kept_for_a_table_classifier(configured()),
+            "kept for a table classifier": kept,
         }
+        if each:
+            sides |= {LOGGER_ONLY: list} | one_at_a_time(kept)
         times: dict[str, list[float]] = {name: [] for name in sides}
         for _ in range(repeats):
             for name, make in sides.items():
-                times[name].append(cpu_us_per_step(make(), steps, work))
+                logger = True if name == LOGGER_ONLY else None
+                times[name].append(cpu_us_per_step(make(), steps, work, logger))
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -101,12 +137,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--each", action="store_true", help="also the CSV logger alone and each kept callback alone")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning").setLevel(logging.ERROR)
     torch.set_num_threads(1)
-    for name, value in measure(args.repeats, args.steps).items():
-        print(f"{name:<30} {value:7.0f} CPU µs per step")
+    for name, value in measure(args.repeats, args.steps, args.each).items():
+        print(f"{name:<36} {value:7.0f} CPU µs per step")
 
 
 if __name__ == "__main__":

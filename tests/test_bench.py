@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -224,9 +225,26 @@ def test_the_callback_cost_bench_runs_each_list_and_keeps_a_table_classifiers_fi
     names = [type(c).__name__ for c in kept]
     assert {"LossCurves", "ConfusionMatrix", "ModelCheckpoint", "TQDMProgressBar"} <= set(names)
     assert not {"DecisionBoundary", "FittedCurve", "MisclassifiedExamples", "GANProgress"} & set(names)
-    times = measure(repeats=1, steps=3)
-    assert list(times) == ["no callbacks", "configured", "kept for a table classifier"]
-    assert all(value > 0 for value in times.values())
+    times = measure(repeats=1, steps=3, each=True)
+    assert list(times)[:4] == ["no callbacks", "configured", "kept for a table classifier", "CSV logger only"]
+    alone = [name.removeprefix("only ").split(" #")[0] for name in list(times)[4:]]
+    assert alone == names  # one side per kept callback, in order; two of a class are told apart by position
+    assert len(set(times)) == len(times) and all(value > 0 for value in times.values())
+
+
+def test_the_callback_cost_counts_whole_steps_and_not_what_a_callback_does_once_a_fit(tmp_path):
+    import lightning as L
+
+    from bench.callback_cost import cpu_us_per_step
+
+    class BusyAtFitEnd(L.Callback):  # like LossCurves drawing its figure when the fit ends
+        def on_train_end(self, trainer, pl_module):
+            start = time.process_time()
+            while time.process_time() - start < 0.3:
+                pass
+
+    # spread over 4 steps, 0.3 s of fit-end work would read 75,000 µs a step; a linear layer's step is ~1,000
+    assert cpu_us_per_step([BusyAtFitEnd()], steps=4, work=str(tmp_path)) < 20_000
 
 
 def test_the_results_name_the_cpu_they_were_measured_on(tmp_path):
