@@ -74,7 +74,7 @@ class StepClock(L.Callback):
     def __init__(self) -> None:
         self.starts: list[float] = []
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, index: int) -> None:
         self.starts.append(time.process_time())
 
     def us_per_step(self) -> float:
