@@ -5,7 +5,8 @@ in a profiler context and a ``state_key``), whether or not the callback override
 one tiny model (a linear layer, so the step's own kernels are small) with no callbacks, with the
 callbacks a preset's config lists, and with those that training keeps for a table classifier
 (``pipeline.train.instantiate_callbacks`` leaves out figures its model and data cannot have), in
-turns in one process, and prints CPU µs per step (medians). ``--each`` adds the CSV logger alone
+turns in one process, and prints CPU µs per step (medians; whole steps only, from the first batch's
+start to the last one's, so nothing a callback does once a fit is counted). ``--each`` adds the CSV logger alone
 and each kept callback alone (with that logger, which the LR monitor needs):
 
     python -m bench.callback_cost --repeats 5 [--each]
@@ -74,10 +75,14 @@ class StepClock(L.Callback):
     def __init__(self) -> None:
         self.starts: list[float] = []
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, index: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self.starts.append(time.process_time())
 
     def us_per_step(self) -> float:
+        if len(self.starts) < 2:
+            raise ValueError(f"a step's time needs two batch starts or more, {len(self.starts)} were recorded")
         return (self.starts[-1] - self.starts[0]) / (len(self.starts) - 1) * 1e6
 
 
@@ -139,6 +144,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--each", action="store_true", help="also the CSV logger alone and each kept callback alone")
     args = parser.parse_args()
+    if args.steps < 2:
+        parser.error(f"--steps must be at least 2 (a step is timed from one batch start to the next), got {args.steps}")
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning").setLevel(logging.ERROR)
     torch.set_num_threads(1)

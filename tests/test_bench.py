@@ -225,26 +225,59 @@ def test_the_callback_cost_bench_runs_each_list_and_keeps_a_table_classifiers_fi
     names = [type(c).__name__ for c in kept]
     assert {"LossCurves", "ConfusionMatrix", "ModelCheckpoint", "TQDMProgressBar"} <= set(names)
     assert not {"DecisionBoundary", "FittedCurve", "MisclassifiedExamples", "GANProgress"} & set(names)
-    times = measure(repeats=1, steps=3, each=True)
-    assert list(times)[:4] == ["no callbacks", "configured", "kept for a table classifier", "CSV logger only"]
-    alone = [name.removeprefix("only ").split(" #")[0] for name in list(times)[4:]]
-    assert alone == names  # one side per kept callback, in order; two of a class are told apart by position
-    assert len(set(times)) == len(times) and all(value > 0 for value in times.values())
+    times = measure(repeats=1, steps=3)
+    assert list(times) == ["no callbacks", "configured", "kept for a table classifier"]
+    assert all(value > 0 for value in times.values())
+
+
+def test_each_side_of_the_callback_cost_bench_fits_its_own_callbacks(tmp_path, monkeypatch):
+    import bench.callback_cost as callback_cost
+
+    configured = callback_cost.configured_callbacks(str(tmp_path))()
+    kept = [type(c).__name__ for c in callback_cost.kept_for_a_table_classifier(configured)]
+    fitted = []  # (callbacks' class names, logger) of each fit, in the order measured
+
+    def record(callbacks, steps, work, logger=None):
+        fitted.append(([type(c).__name__ for c in callbacks], bool(callbacks) if logger is None else logger))
+        return 1.0
+
+    monkeypatch.setattr(callback_cost, "cpu_us_per_step", record)
+    sides = list(callback_cost.measure(repeats=1, steps=3, each=True))
+    assert sides[:4] == ["no callbacks", "configured", "kept for a table classifier", "CSV logger only"]
+    assert fitted[0] == ([], False) and fitted[2] == (kept, True) and fitted[3] == ([], True)
+    assert len(fitted[1][0]) > len(kept)  # the configured list holds figures a table classifier leaves out
+    # then one side per kept callback, fitting that callback alone (two of a class told apart by position)
+    assert fitted[4:] == [([name], True) for name in kept]
+    assert sides[4:] == [f"only {name}" + (f" #{i}" if kept.count(name) > 1 else "") for i, name in enumerate(kept)]
 
 
 def test_the_callback_cost_counts_whole_steps_and_not_what_a_callback_does_once_a_fit(tmp_path):
     import lightning as L
 
-    from bench.callback_cost import cpu_us_per_step
+    from bench.callback_cost import StepClock, cpu_us_per_step
+
+    def burn(seconds):
+        start = time.process_time()
+        while time.process_time() - start < seconds:
+            pass
 
     class BusyAtFitEnd(L.Callback):  # like LossCurves drawing its figure when the fit ends
         def on_train_end(self, trainer, pl_module):
-            start = time.process_time()
-            while time.process_time() - start < 0.3:
-                pass
+            burn(0.3)
+
+    class BusyEveryStep(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            burn(0.01)
 
     # spread over 4 steps, 0.3 s of fit-end work would read 75,000 µs a step; a linear layer's step is ~1,000
     assert cpu_us_per_step([BusyAtFitEnd()], steps=4, work=str(tmp_path)) < 20_000
+    assert cpu_us_per_step([BusyEveryStep()], steps=4, work=str(tmp_path)) >= 10_000  # a step's own work counts
+    clock = StepClock()
+    clock.starts = [0.0, 1.0, 2.0, 4.0]  # three steps between the first batch's start and the last one's
+    assert clock.us_per_step() == pytest.approx(4 / 3 * 1e6)
+    clock.starts = [0.0]
+    with pytest.raises(ValueError, match="two batch starts"):
+        clock.us_per_step()
 
 
 def test_the_results_name_the_cpu_they_were_measured_on(tmp_path):
@@ -254,3 +287,12 @@ def test_the_results_name_the_cpu_they_were_measured_on(tmp_path):
     model = cpu_model_and_flags()[0]
     assert model and f"CPUs, {model}, torch" in markdown.splitlines()[0]
     assert json.loads((tmp_path / "results.json").read_text())["machine"]["cpu"] == model
+
+
+def test_the_step_parts_bench_times_every_part_in_every_round_after_a_warm_up():
+    from bench import step_parts
+
+    names = list(step_parts.parts())
+    assert {"plain step", "module step", "model_step", "grouped metric update"} <= set(names)
+    times = step_parts.measure(rounds=2, calls=2)
+    assert list(times) == names and all(len(values) == 2 and min(values) > 0 for values in times.values())
