@@ -19,10 +19,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from bench.setup import TABLE_CLASSES, TABLE_FEATURES
+from pipeline.models import networks
 from pipeline.models.classification import ClassificationModule
 from pipeline.models.metrics import PendingUpdates
 
-BATCH, FEATURES, CLASSES = 512, 50, 7
+BATCH, HIDDEN = 512, [256, 256]  # the overhead benchmark's MLP case
 
 
 def cpu_us_per_call(call: Callable[[], object], calls: int) -> float:
@@ -34,11 +36,14 @@ def cpu_us_per_call(call: Callable[[], object], calls: int) -> float:
 
 def parts() -> dict[str, Callable[[], object]]:
     """Each part as a call; the module wraps the very network the bare side runs."""
-    net = nn.Sequential(nn.Linear(FEATURES, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, CLASSES))
+    net = networks.mlp([TABLE_FEATURES], TABLE_CLASSES, hidden=HIDDEN)  # what model=mlp_classifier builds
     module = ClassificationModule(
-        CLASSES, net=lambda **_: net, input_shape=[FEATURES], optimizer=lambda params: torch.optim.SGD(params, lr=0.1)
+        TABLE_CLASSES,
+        net=lambda **_: net,
+        input_shape=[TABLE_FEATURES],
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
     )
-    x, y = torch.randn(BATCH, FEATURES), torch.randint(0, CLASSES, (BATCH,))
+    x, y = torch.randn(BATCH, TABLE_FEATURES), torch.randint(0, TABLE_CLASSES, (BATCH,))
     loss_fn = nn.CrossEntropyLoss()
     logits = net(x).detach()
     loss = loss_fn(logits, y).detach()

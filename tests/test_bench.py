@@ -237,8 +237,8 @@ def test_each_side_of_the_callback_cost_bench_fits_its_own_callbacks(tmp_path, m
     kept = [type(c).__name__ for c in callback_cost.kept_for_a_table_classifier(configured)]
     fitted = []  # (callbacks' class names, logger) of each fit, in the order measured
 
-    def record(callbacks, steps, work, logger=None):
-        fitted.append(([type(c).__name__ for c in callbacks], bool(callbacks) if logger is None else logger))
+    def record(callbacks, steps, work, logger=True):
+        fitted.append(([type(c).__name__ for c in callbacks], logger))
         return 1.0
 
     monkeypatch.setattr(callback_cost, "cpu_us_per_step", record)
