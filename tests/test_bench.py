@@ -129,6 +129,28 @@ def test_the_bench_runner_refuses_a_zero_repeat_count(capsys):
     assert "--repeats must be at least 1, got 0" in capsys.readouterr().err
 
 
+def test_the_overhead_ratios_get_five_repeats_unless_told_otherwise(monkeypatch, tmp_path):
+    import bench.__main__ as runner
+
+    asked: dict[str, int] = {}
+
+    def benchmark(name: str):
+        def measure(repeats: int, log) -> Result:
+            asked[name] = repeats
+            return Result(name, name, ["x"])
+
+        return measure
+
+    monkeypatch.setattr(runner, "BENCHMARKS", {name: benchmark(name) for name in ("overhead", "scale")})
+    monkeypatch.setattr(runner, "DEFAULT", ["overhead", "scale"])
+    assert runner.main(["--no-setup", "--no-readme", "--out", str(tmp_path)]) == 0
+    assert asked == {"overhead": 5, "scale": 3}
+    assert "Measured by `make bench`" in (tmp_path / "results.md").read_text()
+    assert runner.main(["--no-setup", "--no-readme", "--out", str(tmp_path), "--repeats", "2"]) == 0
+    assert asked == {"overhead": 2, "scale": 2}
+    assert "`python -m bench --no-setup" in (tmp_path / "results.md").read_text()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/status")
 def test_peak_memory_is_the_childs_own_not_inherited_from_this_process():
     import numpy as np
@@ -296,3 +318,24 @@ def test_the_step_parts_bench_times_every_part_in_every_round_after_a_warm_up():
     assert {"plain step", "module step", "model_step", "grouped metric update"} <= set(names)
     times = step_parts.measure(rounds=2, calls=2)
     assert list(times) == names and all(len(values) == 2 and min(values) > 0 for values in times.values())
+
+
+def test_the_step_options_bench_compares_the_same_training_step_each_way():
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from bench import step_options
+
+    data = step_options.batches(3)
+    weights = []
+    for manual in (False, True):  # the manual step must train as the automatic one does, or its time means nothing
+        torch.manual_seed(0)
+        module = step_options.MLPModule(manual)
+        trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        trainer.fit(module, DataLoader(data, batch_size=None))
+        assert trainer.global_step == 3
+        weights.append([p.detach().clone() for p in module.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+    times, first_step_s = step_options.measure(rounds=1, steps=3, compile_too=False)
+    assert list(times) == ["plain step", "Lightning, automatic optimization", "Lightning, manual optimization"]
+    assert all(len(values) == 1 and values[0] > 0 for values in times.values()) and first_step_s is None
