@@ -5,7 +5,7 @@ tables, tiled MNIST, a migrated tracking store), then runs each benchmark with i
 interleaved, prints every target's PASS/MISS/SKIP, writes ``bench/results/results.json`` and
 ``results.md``, and, on a run of the whole suite, replaces the README's results block.
 
-    python -m bench                       # everything (about 25 min on 2 cores)
+    python -m bench                       # everything (about 20–22 min on 2 cores)
     python -m bench --only overhead gpu   # some benchmarks; the README is left alone
 """
 
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
 
     names = args.only or DEFAULT
+    repeats = {name: args.repeats or REPEATS.get(name, DEFAULT_REPEATS) for name in names}
     command = (
         "make bench"
         if args.only is None and args.repeats is None
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     started, start = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), time.time()
     log(
-        f"bench: {', '.join(names)}; {args.repeats or 'the default'} repeat(s)"
+        "bench: "
+        + ", ".join(f"{name} ×{repeats[name]}" for name in names)
         + ("" if args.no_setup else "; making the data (untimed)")
     )
     if not args.no_setup:
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         log(f"=== {name}")
         try:
-            results.append(BENCHMARKS[name](args.repeats or REPEATS.get(name, DEFAULT_REPEATS), log))
+            results.append(BENCHMARKS[name](repeats[name], log))
         except Exception as error:  # a benchmark's crash (or bug) is reported, and the others still run
             traceback.print_exc()
             errors += 1
