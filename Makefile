@@ -31,7 +31,7 @@ help:
 	@echo "make test-fast  the tests not marked slow"
 	@echo "make lint       ruff (lint and format) and mypy, as CI runs them"
 	@echo "make lock       re-resolve $(LOCK) from pyproject.toml (after changing a dependency)"
-	@echo "make bench      the benchmark suite (about 20–22 min): bench/results/ and the README's results table"
+	@echo "make bench      the benchmark suite (about 20–22 min on 2 cores): bench/results/ and the README's results table"
 	@echo "make ui         the MLflow UI on the project's tracking store (runs trained with logger=mlflow)"
 	@echo "make dashboard  optuna-dashboard on the searches' study storage (optuna.db; OPTUNA_STORAGE=...)"
 	@echo "make screenshots  PNGs of the MLflow UI (runs table, charts, a run's artifacts) into docs/images"

@@ -3,9 +3,10 @@
 Makes the data first (untimed: the project's DVC stages through the mirror, the bench's CSV
 tables, tiled MNIST, a migrated tracking store), then runs each benchmark with its cases
 interleaved, prints every target's PASS/MISS/SKIP, writes ``bench/results/results.json`` and
-``results.md``, and, on a run of the whole suite, replaces the README's results block.
+``results.md``, and, on a run of the whole suite with its own repeat counts, replaces the README's results
+block.
 
-    python -m bench                       # everything (about 20–22 min on 2 cores)
+    python -m bench                       # everything (about 20–22 min on an Intel 2-core machine)
     python -m bench --only overhead gpu   # some benchmarks; the README is left alone
 """
 
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     for result in results:
         for target in result.targets:
             print(f"{target.verdict:4}  {target.name}: {target.measured} (target {target.limit})")
-    if args.only is None and not args.no_readme:
+    if command == "make bench" and not args.no_readme:  # the README block shows the default suite only
         readme = ROOT / "README.md"
         if report.update_readme(readme, markdown):
             log("README.md: results block updated")

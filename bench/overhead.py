@@ -49,7 +49,7 @@ class Case:
         return [python(), "-m", module, *self.baseline_args(epochs, out), *extra]
 
 
-STEPS = 200  # of MNIST's 430 batches of 128: the CNN cases' epochs, to keep `make bench` under 20 minutes
+STEPS = 200  # of MNIST's 430 batches of 128: the CNN cases' epochs, to keep `make bench` near 20 minutes
 
 
 def case_named(short: str) -> Case:

@@ -58,7 +58,7 @@ class MLPModule(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-3)
 
 
-def lightning_us(manual: bool, batches: Batches) -> float:
+def lightning_us(batches: Batches, manual: bool) -> float:
     """CPU µs a step of one epoch over ``batches`` under a bare trainer (no logger, callbacks or progress bar)."""
     clock = StepClock()
     trainer = L.Trainer(
@@ -91,11 +91,11 @@ def plain_side(compiled: bool) -> tuple[Callable[[Batches], float], float]:
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(net) if compiled else net
     start = time.perf_counter()
-    plain_us(forward, optimizer, batches(2))
+    plain_us(forward, optimizer, random_batches(2))
     return (lambda data: plain_us(forward, optimizer, data)), time.perf_counter() - start
 
 
-def batches(steps: int) -> Batches:
+def random_batches(steps: int) -> Batches:
     return [(torch.randn(BATCH, TABLE_FEATURES), torch.randint(0, TABLE_CLASSES, (BATCH,))) for _ in range(steps)]
 
 
@@ -104,15 +104,15 @@ def measure(rounds: int, steps: int, compile_too: bool = True) -> tuple[dict[str
     plain, _ = plain_side(compiled=False)
     sides: dict[str, Callable[[Batches], float]] = {
         "plain step": plain,
-        "Lightning, automatic optimization": lambda data: lightning_us(False, data),
-        "Lightning, manual optimization": lambda data: lightning_us(True, data),
+        "Lightning, automatic optimization": lambda data: lightning_us(data, manual=False),
+        "Lightning, manual optimization": lambda data: lightning_us(data, manual=True),
     }
     first_step_s = None
     if compile_too:
         sides["plain step, torch.compile"], first_step_s = plain_side(compiled=True)
     times: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(rounds):
-        data = batches(steps)
+        data = random_batches(steps)
         for name, side in sides.items():
             times[name].append(side(data))
     return times, first_step_s

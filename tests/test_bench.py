@@ -129,7 +129,7 @@ def test_the_bench_runner_refuses_a_zero_repeat_count(capsys):
     assert "--repeats must be at least 1, got 0" in capsys.readouterr().err
 
 
-def test_the_overhead_ratios_get_five_repeats_unless_told_otherwise(monkeypatch, tmp_path):
+def test_the_overhead_ratios_get_five_repeats_and_only_the_default_suite_writes_the_readme(monkeypatch, tmp_path):
     import bench.__main__ as runner
 
     asked: dict[str, int] = {}
@@ -143,12 +143,21 @@ def test_the_overhead_ratios_get_five_repeats_unless_told_otherwise(monkeypatch,
 
     monkeypatch.setattr(runner, "BENCHMARKS", {name: benchmark(name) for name in ("overhead", "scale")})
     monkeypatch.setattr(runner, "DEFAULT", ["overhead", "scale"])
-    assert runner.main(["--no-setup", "--no-readme", "--out", str(tmp_path)]) == 0
-    assert asked == {"overhead": 5, "scale": 3}
-    assert "Measured by `make bench`" in (tmp_path / "results.md").read_text()
-    assert runner.main(["--no-setup", "--no-readme", "--out", str(tmp_path), "--repeats", "2"]) == 0
+    monkeypatch.setattr(runner, "ROOT", tmp_path)  # the README the runner rewrites
+    readme = tmp_path / "README.md"
+    blank = f"intro\n{report.README_BEGIN}\nold figures\n{report.README_END}\n"
+    out = ["--no-setup", "--out", str(tmp_path / "results")]
+
+    readme.write_text(blank)
+    assert runner.main([*out, "--repeats", "2"]) == 0
     assert asked == {"overhead": 2, "scale": 2}
-    assert "`python -m bench --no-setup" in (tmp_path / "results.md").read_text()
+    assert "`python -m bench --no-setup" in (tmp_path / "results" / "results.md").read_text()
+    assert readme.read_text() == blank  # fewer repeats than the suite's own: not the README's figures
+
+    assert runner.main(out) == 0
+    assert asked == {"overhead": 5, "scale": 3}
+    # --no-setup and --out change where the data and results live, not what is measured: still `make bench`
+    assert "Measured by `make bench`" in readme.read_text() and "old figures" not in readme.read_text()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/status")
@@ -320,13 +329,13 @@ def test_the_step_parts_bench_times_every_part_in_every_round_after_a_warm_up():
     assert list(times) == names and all(len(values) == 2 and min(values) > 0 for values in times.values())
 
 
-def test_the_step_options_bench_compares_the_same_training_step_each_way():
+def test_the_step_options_manual_step_trains_as_the_automatic_one():
     import lightning as L
     from torch.utils.data import DataLoader
 
     from bench import step_options
 
-    data = step_options.batches(3)
+    data = step_options.random_batches(3)
     weights = []
     for manual in (False, True):  # the manual step must train as the automatic one does, or its time means nothing
         torch.manual_seed(0)
