@@ -158,9 +158,9 @@ def summarise(
         f"Time per sample is flat from {FACTORS[1]}× to {FACTORS[-1]}× (both read row by row with `os.preadv`, "
         f"the target); at {FACTORS[0]}× the file is under 64 MiB and is gathered from the map like an in-memory "
         f"array: {us[first]:.2f} µs against {us[last]:.2f} µs at {FACTORS[-1]}× "
-        f"({us[last] / us[first]:.2f}×: the price of flat memory; in memory, "
-        f"{us[f'in memory {FACTORS[-1]}×'] / us[f'in memory {FACTORS[0]}×']:.2f}× from random "
-        "gathers over a larger array). Each run starts with the files in the OS page cache (read once, untimed).",
+        f"({us[last] / us[first]:.2f}×: the price of flat memory; in memory, {FACTORS[-1]}× against "
+        f"{FACTORS[0]}×: {us[f'in memory {FACTORS[-1]}×'] / us[f'in memory {FACTORS[0]}×']:.2f}×, one run of "
+        "each). Each run starts with the files in the OS page cache (read once, untimed).",
         f"Peak RSS from {FACTORS[0]}× to {FACTORS[-1]}×: {growth['memory-mapped']:+.0f} MiB memory-mapped, "
         f"{growth['in memory']:+.0f} MiB in memory. Most of a run's peak is the process itself (PyTorch, "
         "Lightning, MLflow), so the ratio target is loose; the growth is what mapping saves.",

@@ -246,6 +246,7 @@ def test_the_scale_summary_pairs_repeats_and_writes_its_notes():
     # time per sample 16× / 4×, per repeat: (15.2/16000)/(3.6/4000) and (16/16000)/(4/4000)
     assert result.targets[1].measured.startswith("1.028 (1.000–1.056)")
     assert "850.00 µs against 975.00 µs at 16×" in " ".join(result.notes)  # medians of (0.8, 0.9)/1000 s
+    assert "in memory, 16× against 1×: 1.00×, one run of each" in " ".join(result.notes)  # 11.2/16000 vs 0.7/1000
     assert len(result.rows) == 5 and result.rows[-1]["training rows"] == "16,000"
 
 
