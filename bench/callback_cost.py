@@ -29,6 +29,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
+from bench.setup import TABLE_CLASSES, TABLE_FEATURES
+from bench.step_parts import BATCH
 from pipeline.callbacks.figures import FigureCallback
 from pipeline.cli import config_dir
 
@@ -81,14 +83,36 @@ class StepClock(L.Callback):
         self.starts.append(time.process_time())
 
     def us_per_step(self) -> float:
-        if len(self.starts) < 2:
-            raise ValueError(f"a step's time needs two batch starts or more, {len(self.starts)} were recorded")
-        return (self.starts[-1] - self.starts[0]) / (len(self.starts) - 1) * 1e6
+        return us_between(self.starts)
+
+
+def us_between(starts: list[float]) -> float:
+    """µs a step from the CPU times at which batches started: the first start to the last, whole steps only."""
+    if len(starts) < 2:
+        raise ValueError(f"a step's time needs two batch starts or more, {len(starts)} were recorded")
+    return (starts[-1] - starts[0]) / (len(starts) - 1) * 1e6
+
+
+def random_batches(steps: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``steps`` batches of the bench table's shape: 512 rows of 50 features, labels of 7 classes."""
+    return [(torch.randn(BATCH, TABLE_FEATURES), torch.randint(0, TABLE_CLASSES, (BATCH,))) for _ in range(steps)]
+
+
+def require_two_steps(parser: argparse.ArgumentParser, steps: int) -> None:
+    """Refuse ``--steps`` below 2: a step is timed from one batch's start to the next."""
+    if steps < 2:
+        parser.error(f"--steps must be at least 2 (a step is timed from one batch start to the next), got {steps}")
+
+
+def quiet_lightning() -> None:
+    """Only errors from Lightning and no warnings: the timing tools print their figures alone."""
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # Lightning sets its own level on import
 
 
 def cpu_us_per_step(callbacks: list[L.Callback], steps: int, work: str, logger: bool = True) -> float:
     """One epoch of ``steps`` batches of 512 with ``callbacks`` (and a CSV logger); the process's CPU µs per step."""
-    batches = [(torch.randn(512, 50), torch.randint(0, 7, (512,))) for _ in range(steps)]
+    batches = random_batches(steps)
     clock = StepClock()
     trainer = L.Trainer(
         max_epochs=1,
@@ -141,10 +165,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--each", action="store_true", help="also the CSV logger alone and each kept callback alone")
     args = parser.parse_args()
-    if args.steps < 2:
-        parser.error(f"--steps must be at least 2 (a step is timed from one batch start to the next), got {args.steps}")
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # Lightning sets its own level on import
+    require_two_steps(parser, args.steps)
+    quiet_lightning()
     torch.set_num_threads(1)
     for name, value in measure(args.repeats, args.steps, args.each).items():
         print(f"{name:<36} {value:7.0f} CPU µs per step")

@@ -13,12 +13,10 @@ compilation, is timed apart and left out). Sides in turns, one process; medians 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -27,9 +25,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from bench.callback_cost import StepClock
+from bench.callback_cost import StepClock, quiet_lightning, random_batches, require_two_steps, us_between
 from bench.setup import TABLE_CLASSES, TABLE_FEATURES
-from bench.step_parts import BATCH, HIDDEN
+from bench.step_parts import HIDDEN
 from pipeline.models import networks
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
@@ -76,13 +74,13 @@ def lightning_us(batches: Batches, manual: bool) -> float:
 
 def plain_us(net: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer, batches: Batches) -> float:
     """CPU µs a step of the plain loop's step over ``batches``, timed from the first batch's start to the last one's."""
-    starts = []
+    starts: list[float] = []
     for x, y in batches:
         starts.append(time.process_time())
         optimizer.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(net(x), y).backward()
         optimizer.step()
-    return (starts[-1] - starts[0]) / (len(starts) - 1) * 1e6
+    return us_between(starts)
 
 
 def plain_side(compiled: bool) -> tuple[Callable[[Batches], float], float]:
@@ -93,10 +91,6 @@ def plain_side(compiled: bool) -> tuple[Callable[[Batches], float], float]:
     start = time.perf_counter()
     plain_us(forward, optimizer, random_batches(2))
     return (lambda data: plain_us(forward, optimizer, data)), time.perf_counter() - start
-
-
-def random_batches(steps: int) -> Batches:
-    return [(torch.randn(BATCH, TABLE_FEATURES), torch.randint(0, TABLE_CLASSES, (BATCH,))) for _ in range(steps)]
 
 
 def measure(rounds: int, steps: int, compile_too: bool = True) -> tuple[dict[str, list[float]], float | None]:
@@ -124,10 +118,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--no-compile", action="store_true", help="leave out the compiled side (its compile: ~20 s)")
     args = parser.parse_args()
-    if args.steps < 2:
-        parser.error(f"--steps must be at least 2 (a step is timed from one batch start to the next), got {args.steps}")
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # Lightning sets its own level on import
+    require_two_steps(parser, args.steps)
+    quiet_lightning()
     with tempfile.TemporaryDirectory() as cache:  # a cold compile, as a run's first: not from an earlier run's cache
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
         times, first_step_s = measure(args.rounds, args.steps, compile_too=not args.no_compile)
