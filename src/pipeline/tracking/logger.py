@@ -25,6 +25,7 @@ from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import ConfigError
+from pipeline.tracking.batched_metrics import BatchedMetricsClient
 from pipeline.tracking.model import servable
 from pipeline.tracking.provenance import dataset_inputs, environment_tags, source_tags
 from pipeline.tracking.registry import register_run_model, registered_name
@@ -48,6 +49,8 @@ class PipelineMLFlowLogger(MLFlowLogger):
 
     ``pytorch_model``: log the trained model in MLflow's PyTorch flavour, saved as ``model_format``
     (``pipeline.tracking.run.MODEL_FORMATS``). A local store keeps artifacts beside its database.
+    ``metrics_flush_interval``: the longest a logged metric waits on the client before it is written
+    (``pipeline.tracking.batched_metrics``; 0 writes each call at once).
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class PipelineMLFlowLogger(MLFlowLogger):
         model_format: str = "pt2",
         registered_model_name: str | None = None,
         system_metrics_interval: float | None = 10.0,
+        metrics_flush_interval: float = 10.0,
         **kwargs: Any,
     ) -> None:
         if model_format not in MODEL_FORMATS:
@@ -80,7 +84,9 @@ class PipelineMLFlowLogger(MLFlowLogger):
         self.pytorch_model, self.model_format = pytorch_model, model_format
         self.registered_model_name = registered_model_name
         self.system_metrics_interval = system_metrics_interval
+        self.metrics_flush_interval = metrics_flush_interval
         self.run: TrackedRun | None = None
+        self.batched: BatchedMetricsClient | None = None
 
     def begin(self, tags: Mapping[str, str], continue_run_id: str | None) -> TrackedRun:
         """Start (or continue) the run and log into it from now on."""
@@ -88,8 +94,10 @@ class PipelineMLFlowLogger(MLFlowLogger):
             tags = {**tags, RUN_NAME_TAG: self.run_name}
         self.run = TrackedRun.start(self.tracking_uri, self.experiment_name, tags, continue_run_id)
         # MLFlowLogger's own state, set as its `experiment` property would for a given run_id (without
-        # that property's call of mlflow.set_tracking_uri, a process-wide setting).
-        self._mlflow_client = self.run.client
+        # that property's call of mlflow.set_tracking_uri, a process-wide setting); its metric writes wait
+        # on the client and go to the store together (pipeline.tracking.batched_metrics).
+        self.batched = BatchedMetricsClient(self.run.client, self.metrics_flush_interval)
+        self._mlflow_client = self.batched  # type: ignore[assignment]
         self._run_id, self._experiment_id, self._initialized = self.run.run_id, self.run.experiment_id, True
         return self.run
 
@@ -100,6 +108,13 @@ class PipelineMLFlowLogger(MLFlowLogger):
             super().log_hyperparams(params)
         else:
             self.run.log_params(flatten(_convert_params(params)))
+
+    def save(self) -> None:
+        """Lightning calls this after each of its own metric writes (the end of every epoch and stage): the
+        values waiting since, the per-step loss among them, go to the store with them."""
+        super().save()
+        if self.batched is not None:
+            self.batched.flush()
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
@@ -125,6 +140,7 @@ class RunOutcome:
         for tracker in self.trackers:
             run = tracker.run
             assert run is not None
+            tracker.save()  # every metric in the store before the registry compares this run's with the champion's
             run.log_text(str(ModelSummary(model, max_depth=-1)), "model_summary.txt")
             if best_checkpoint:
                 run.log_artifact(best_checkpoint, "checkpoints")
@@ -160,6 +176,8 @@ def track_run(
                     run.log_datasets(dataset_inputs(datamodule.meta, datamodule.processed_dir, cfg.paths.root_dir))
                 run.save_reference(trainer.default_root_dir, tracker.experiment_name)
         yield RunOutcome(trackers, datamodule, cfg)
+        for tracker in trackers:  # the values still waiting; an error here ends the run FAILED
+            tracker.save()
     except BaseException as exc:
         pruned = type(exc).__name__ == "TrialPruned"  # optuna's: the search stopped this trial early
         _end_all(
@@ -184,6 +202,10 @@ def _end_all(trackers: list[PipelineMLFlowLogger], status: str, tags: dict[str, 
     for tracker in trackers:
         if tracker.run is None:
             continue
+        try:
+            tracker.save()  # what waited on the client when the block failed: the curve up to the failure
+        except Exception:
+            log.exception("could not write the last metrics of MLflow run %s", tracker.run.run_id)
         try:
             tracker.run.end(status, tags)
         except Exception:
