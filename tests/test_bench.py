@@ -349,3 +349,16 @@ def test_the_step_options_manual_step_trains_as_the_automatic_one():
     times, first_step_s = step_options.measure(rounds=1, steps=3, compile_too=False)
     assert list(times) == ["plain step", "Lightning, automatic optimization", "Lightning, manual optimization"]
     assert all(len(values) == 1 and values[0] > 0 for values in times.values()) and first_step_s is None
+
+
+def test_the_metric_write_bench_times_writes_that_reach_the_store(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from bench import metric_writes
+
+    costs = metric_writes.measure(writes=3, rounds=2, folder=tmp_path)
+    assert list(costs) == [1, 6, 60] and all(cpu > 0 and wall > 0 for cpu, wall in costs.values())
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("metric-writes").experiment_id])
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    assert sorted(steps) == list(range(3 * 2 * (1 + 6 + 60)))  # every value written, none a duplicate
