@@ -14,11 +14,10 @@ from mlflow.tracking import MlflowClient
 from pipeline.tracking import batched_metrics
 from pipeline.tracking.batched_metrics import BatchedMetricsClient
 from pipeline.train import train
-from tests.conftest import history as read_history
-from tests.conftest import make_cfg, only_run
+from tests.conftest import history, make_cfg, only_run
 
 
-def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float, int]]:
+def stored(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float, int]]:
     return sorted((m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key))
 
 
@@ -32,11 +31,11 @@ def test_waiting_values_reach_the_store_as_logged_in_batches_it_accepts(tmp_path
     for metrics in calls:
         client.log_batch(direct, metrics=metrics)
         batched.log_batch(batched_run, metrics=metrics)
-    assert history(client, batched_run, "train/loss_step") == []  # all still waiting on the client
+    assert stored(client, batched_run, "train/loss_step") == []  # all still waiting on the client
     batched.log_batch(batched_run, params=[Param("lr", "0.1")])  # other writes go at once, after the waiting ones
     assert client.get_run(batched_run).data.params == {"lr": "0.1"}
-    assert history(client, batched_run, "train/loss_step") == history(client, direct, "train/loss_step")
-    assert len(history(client, direct, "train/loss_step")) == 2_500
+    assert stored(client, batched_run, "train/loss_step") == stored(client, direct, "train/loss_step")
+    assert len(stored(client, direct, "train/loss_step")) == 2_500
 
 
 class RecordingClient:
@@ -94,7 +93,7 @@ def test_a_training_writes_its_step_losses_once_an_epoch_and_loses_none(processe
     cfg = make_cfg(processed, tmp_path, *QUICK, *EVERY_STEP, "trainer.max_epochs=3")
     train(cfg)
     run = only_run(mlflow_store, "spirals_mlp")
-    steps = history(MlflowClient(mlflow_store), run.info.run_id, "train/loss_step")
+    steps = stored(MlflowClient(mlflow_store), run.info.run_id, "train/loss_step")
     expected = csv_logged(tmp_path / "run", "train/loss_step")
     assert [(step, value) for step, value, _ in steps] == expected and len(expected) >= 3 * 30
     # one value a step before; now a write at the end of each epoch and stage (val, train, lr, test)
@@ -109,9 +108,7 @@ class FailHalfWay(L.Callback):
             raise RuntimeError("a failure half-way through an epoch")
 
 
-def test_a_failed_training_writes_the_values_that_waited_before_its_run_fails(
-    processed, tmp_path, mlflow_store, monkeypatch
-):
+def test_a_failed_training_writes_the_values_that_waited_before_its_run_fails(processed, tmp_path, mlflow_store):
     cfg = make_cfg(
         processed,
         tmp_path,
@@ -123,9 +120,9 @@ def test_a_failed_training_writes_the_values_that_waited_before_its_run_fails(
     with pytest.raises(RuntimeError, match="half-way"):
         train(cfg)
     run = only_run(mlflow_store, "spirals_mlp")
-    steps = history(MlflowClient(mlflow_store), run.info.run_id, "train/loss_step")
+    steps = stored(MlflowClient(mlflow_store), run.info.run_id, "train/loss_step")
     expected = csv_logged(tmp_path / "run", "train/loss_step")  # Lightning's CSV logger saves on failure
-    first_epoch = int(read_history(tmp_path / "run" / "history.csv")[0]["step"])
+    first_epoch = int(history(tmp_path / "run" / "history.csv")[0]["step"])
     assert run.info.status == "FAILED"
     assert [(step, value) for step, value, _ in steps] == expected
     assert [step for step, _ in expected] == list(range(first_epoch + first_epoch // 2))  # the failed epoch's too
