@@ -134,9 +134,14 @@ def test_git_state_sees_a_dirty_tree(tmp_path):
 
 
 @pytest.mark.parametrize("model_format", ["pt2", "pickle"])
-def test_the_model_format_decides_what_loads_back(processed, tmp_path, mlflow_store, model_format):
+def test_the_model_format_decides_what_loads_back(processed, tmp_path, mlflow_store, model_format, monkeypatch):
+    import mlflow.models.utils
+
     from pipeline.tracking.model import Predictor
 
+    checks = []  # MLflow's serving check at logging: skipped for pt2 (torch.export ran the example), run for pickle
+    check = mlflow.models.utils._validate_serving_input
+    monkeypatch.setattr(mlflow.models.utils, "_validate_serving_input", lambda **k: checks.append(k) or check(**k))
     train(
         make_cfg(
             processed,
@@ -157,6 +162,12 @@ def test_the_model_format_decides_what_loads_back(processed, tmp_path, mlflow_st
         rtol=1e-5,
         atol=1e-6,
     )
+    assert len(checks) == (model_format == "pickle")
+    # the logged serving example serves either way: the check, run here once instead of in every run
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "model")))
+    served = check(uri, (local / "serving_input_example.json").read_text())
+    example = mlflow.models.Model.load(local).load_input_example(local)
+    np.testing.assert_allclose(served, mlflow.pyfunc.load_model(uri).predict(example), rtol=1e-6)
 
 
 def test_an_unknown_model_format_is_refused_by_name(tmp_path):

@@ -58,6 +58,15 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit for a param value
 MODEL_FORMATS = ("pt2", "pickle")
 
 
+def _serving_check(serialization_format: str) -> dict[str, bool]:
+    """MLflow's options for its check that the logged model serves its input example.
+
+    ``pt2`` skips it: ``torch.export`` has just traced the model on that example, and the check would load
+    the exported program back and run it again, about 0.5 s of every run (``bench/README.md``). ``pickle``
+    keeps it: there MLflow hands extra options on to ``torch.save``, which takes no such option."""
+    return {"validate_serving_input": False} if serialization_format == "pt2" else {}
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInputRecord:
     """One split a run used, as MLflow lists it: ``mnist-train``, its digest, where it lives, and the context
@@ -287,6 +296,7 @@ class TrackedRun:
             signature=infer_signature(example, prediction),
             serialization_format=serialization_format,
             metadata=metadata,
+            **_serving_check(serialization_format),
         )
 
     def log_text_model(self, answerer: Any, example: list[str], metadata: dict[str, Any] | None = None) -> str:
