@@ -21,12 +21,16 @@ SIDES = ("with", "without")
 UPLOADS = """
 import sys, tempfile, time
 import lightning, mlflow, numpy as np, pandas, torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 import pipeline.tracking.run as run
-from pipeline.models.networks import strong_cnn
+from pipeline.cli import config_dir
 
 if sys.argv[1] == "with":
     run._serving_check = lambda serialization_format: {}  # MLflow's default: the check runs
-net = strong_cnn((1, 28, 28), 10, width=12, dropout=0.0, convs=[1, 2, 2]).eval()
+with initialize_config_dir(config_dir(), version_base="1.3"):
+    cfg = compose("train", overrides=["experiment=mnist_fast"])
+net = instantiate(cfg.model.net)((1, 28, 28), 10).eval()  # the experiment's network, as its config builds it
 example = np.zeros((2, 1, 28, 28), np.float32)
 tracked = run.TrackedRun.start(f"sqlite:///{tempfile.mkdtemp()}/mlflow.db", "serving-check", {})
 torch.export.export(net, (torch.from_numpy(example),))
